@@ -1,0 +1,198 @@
+"""The configuration schema: the single source of truth for every option.
+
+Plain stdlib dataclasses, usable from Python without YAML. Each field's docstring-style comment is shown by
+``textdistill config show --help-keys``. Precedence: defaults < YAML < ``key.sub=value`` overrides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class TeacherConfig:
+    """The frozen teacher."""
+
+    path: str | None = None
+    """Local directory or hub id of an ``AutoModelForSequenceClassification`` checkpoint."""
+    cache: bool = False
+    """Compute teacher outputs once per example and store them on disk (memory-mapped) instead of
+    running the teacher every step."""
+    cache_dtype: str = "fp16"
+    """Storage precision of the teacher cache: fp16, bf16 or fp32."""
+    cache_dir: str | None = None
+    """Where the teacher cache lives; default ``<output_dir>/../.textdistill-cache``."""
+    trust_remote_code: bool = False
+    """Allow model code shipped with the checkpoint to run (off: loading never executes code)."""
+
+
+@dataclass
+class StudentConfig:
+    """How the student is built (registry name in ``type``)."""
+
+    type: str = "pretrained"
+    """Builder: pretrained | truncate | shrink | bilstm."""
+    path: str | None = None
+    """pretrained: local directory or hub id of the student checkpoint."""
+    num_layers: int | None = None
+    """truncate/shrink: number of transformer layers of the student."""
+    layers: list[int] | None = None
+    """truncate: 0-based teacher layers to copy (default: evenly spread, last layer included)."""
+    hidden_size: int | None = None
+    """shrink: hidden width (default: the teacher's)."""
+    num_heads: int | None = None
+    """shrink: attention heads (default: the teacher's, or hidden_size // 64)."""
+    intermediate_size: int | None = None
+    """shrink: feed-forward width (default: 4 * hidden_size)."""
+    init_embeddings_from_teacher: bool = True
+    """shrink/bilstm: initialise token embeddings from the teacher's (projected by PCA when widths differ)."""
+    embedding_dim: int = 300
+    """bilstm: token embedding width."""
+    lstm_hidden: int = 300
+    """bilstm: hidden units per direction."""
+    lstm_layers: int = 1
+    """bilstm: stacked LSTM layers."""
+    pooling: str = "max"
+    """bilstm: max | mean | last pooling over time."""
+    mlp_hidden: int = 400
+    """bilstm: width of the classifier MLP's hidden layer."""
+    dropout: float = 0.1
+    """bilstm: dropout probability."""
+
+
+@dataclass
+class DataConfig:
+    """Task data: files (TSV/CSV/JSONL) or a HF datasets name."""
+
+    train: str | None = None
+    """Training file (or, with format=hf, the dataset name)."""
+    dev: str | None = None
+    """Development file used for evaluation and best-checkpoint selection."""
+    test: str | None = None
+    """Optional test file, evaluated once at the end."""
+    format: str = "auto"
+    """auto (by extension) | tsv | csv | jsonl | hf."""
+    text_column: str = "sentence"
+    """Column holding the text (or the first text of a pair)."""
+    text_pair_column: str | None = None
+    """Column holding the second text of a pair (e.g. QNLI 'sentence')."""
+    label_column: str = "label"
+    """Column holding the label (string or integer; float for regression)."""
+    labels: list[str] | None = None
+    """Label order (ids follow it). Default: the teacher's label map, else sorted labels of the train set."""
+    regression: bool = False
+    """Treat the label as a real number (num_labels = 1)."""
+    encoding: str = "utf-8"
+    """Text encoding of the files (e.g. latin-1)."""
+    skip_bad_rows: bool = False
+    """Skip rows with a wrong field count or empty text/label (counted and reported) instead of failing."""
+    max_length: int = 128
+    """Tokens per example after truncation."""
+    group_by_length: bool = True
+    """Batch examples of similar length together (less padding); order stays seeded."""
+    max_train_examples: int | None = None
+    """Use only the first N training examples (after a seeded shuffle when shuffle_before_limit)."""
+    max_eval_examples: int | None = None
+    """Use only the first N dev/test examples."""
+    hf_subset: str | None = None
+    """format=hf: dataset configuration name (e.g. 'sst2' of 'glue')."""
+    hf_train_split: str = "train"
+    """format=hf: split used for training."""
+    hf_dev_split: str = "validation"
+    """format=hf: split used for evaluation."""
+    dev_fraction: float | None = None
+    """Carve a seeded dev split of this fraction out of train when no dev file is given."""
+
+
+@dataclass
+class LayerMapConfig:
+    """Which student layer is matched with which teacher layer."""
+
+    strategy: str = "uniform"
+    """uniform (TinyBERT) | last (MiniLM) | every_k | explicit."""
+    k: int | None = None
+    """every_k: teacher layers per student layer (default: teacher_layers // student_layers)."""
+    pairs: list[list[int]] | None = None
+    """explicit: [[student_layer, teacher_layer], ...] with 1-based layers, 0 = embeddings."""
+    teacher_layer: int | None = None
+    """last/minilmv2: the teacher layer to match (1-based; default: the last)."""
+
+
+@dataclass
+class LossTermConfig:
+    """One weighted term of the objective."""
+
+    name: str = "kd_kl"
+    """Registry name of the loss term (see ``textdistill losses``)."""
+    weight: Any = 1.0
+    """A number or a schedule ``{schedule: linear|cosine|constant, start: a, end: b}``."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Term parameters (e.g. temperature, which may also be a schedule)."""
+    layer_map: LayerMapConfig | None = None
+    """Layer matching for intermediate-layer terms."""
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop."""
+
+    epochs: float = 3.0
+    """Passes over the training data (ignored when max_steps is set)."""
+    max_steps: int | None = None
+    """Optimizer steps to run; overrides epochs."""
+    batch_size: int = 32
+    """Examples per optimizer step (per process), before accumulation is split."""
+    eval_batch_size: int = 128
+    """Examples per evaluation / teacher-cache batch."""
+    lr: float = 5e-5
+    """Peak learning rate of AdamW."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (not applied to biases and LayerNorm weights)."""
+    warmup_ratio: float = 0.1
+    """Fraction of steps with linear warm-up (ignored when warmup_steps is set)."""
+    warmup_steps: int | None = None
+    """Warm-up steps."""
+    lr_schedule: str = "linear"
+    """After warm-up: linear | cosine | constant."""
+    grad_accum: int = 1
+    """Split each batch into this many micro-batches (same result, less memory)."""
+    max_grad_norm: float | None = 1.0
+    """Clip the global gradient norm (None: no clipping)."""
+    precision: str = "auto"
+    """auto (bf16 where the CPU/GPU supports it, else fp32) | fp32 | bf16 | fp16."""
+    seed: int = 42
+    """Seed of every random number generator."""
+    eval_every: int | None = None
+    """Evaluate every N optimizer steps (None: at the end of each epoch)."""
+    save_every: int | None = None
+    """Write a resumable checkpoint every N optimizer steps (None: at each evaluation)."""
+    keep_checkpoints: int = 2
+    """How many resumable checkpoints to keep (the best model is kept separately)."""
+    metric: str | None = None
+    """Metric that selects the best model (default: accuracy, or pearson for regression)."""
+    early_stopping_patience: int | None = None
+    """Stop after this many evaluations without improvement."""
+    log_every: int = 20
+    """Write a metrics.jsonl line every N steps."""
+    max_bad_steps: int = 10
+    """Abort after this many steps skipped for a NaN/Inf loss or gradient."""
+    compile: bool = False
+    """Wrap the student in torch.compile."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+@dataclass
+class Config:
+    """A complete run: teacher, student, data, objective, training, output."""
+
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    objective: list[LossTermConfig] = field(default_factory=lambda: [LossTermConfig(name="kd_kl")])
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output_dir: str = "runs/textdistill"
+    """Run directory (resolved config, best model, metrics, report)."""
+    overwrite: bool = False
+    """Replace an output directory that already holds a run."""

@@ -1,0 +1,1 @@
+"""Teacher loading, student builders and the ModelOutputs contract."""
