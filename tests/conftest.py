@@ -33,7 +33,12 @@ def make_tokenizer(directory: Path):
 
     directory.mkdir(parents=True, exist_ok=True)
     vocab = make_vocab_file(directory / "vocab.txt")
-    tok = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    tokens = vocab.read_text(encoding="utf-8").split("\n")[:-1]
+    # transformers 5 takes the vocabulary as a mapping; 4.x takes a file path (vocab_file=).
+    try:
+        tok = BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)}, do_lower_case=True)
+    except TypeError:
+        tok = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
     tok.save_pretrained(str(directory))
     return tok
 
