@@ -87,6 +87,24 @@ class ModelOutputs:
     attention_mask: torch.Tensor | None = None
     num_heads: int | None = None
 
+    def float(self) -> ModelOutputs:
+        """The same outputs in fp32 (losses are computed in fp32 even when the forward ran under autocast)."""
+
+        def f(t: torch.Tensor) -> torch.Tensor:
+            return t.float() if t.is_floating_point() and t.dtype != torch.float32 else t
+
+        return ModelOutputs(
+            logits=f(self.logits),
+            hidden_states=None if self.hidden_states is None else tuple(f(h) for h in self.hidden_states),
+            attentions=None if self.attentions is None else {k: f(v) for k, v in self.attentions.items()},
+            attention_scores=None
+            if self.attention_scores is None
+            else {k: f(v) for k, v in self.attention_scores.items()},
+            qkv=None if self.qkv is None else {k: tuple(f(x) for x in v) for k, v in self.qkv.items()},
+            attention_mask=self.attention_mask,
+            num_heads=self.num_heads,
+        )
+
 
 @dataclass(frozen=True)
 class ModelInfo:
