@@ -1,0 +1,190 @@
+"""The ``textdistill`` command: a thin front where every subcommand is a short call into the Python API.
+
+Errors caused by input (config, data, models, files) print one clear message and exit with status 2; no
+traceback. ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from textdistill.errors import TextDistillError
+
+EXIT_USER_ERROR = 2
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", help="YAML config file (defaults < YAML < key=value overrides)")
+    p.add_argument("--train", help="training data file (sets data.train)")
+    p.add_argument("--dev", help="dev data file (sets data.dev)")
+    p.add_argument("--output-dir", "-o", help="run directory (sets output_dir)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run directory that already holds a run")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.lr=3e-5")
+
+
+def _load(args: argparse.Namespace, extra: dict[str, str | None]):
+    from textdistill.config.loader import apply_overrides, from_dict, read_yaml
+    from textdistill.config.schema import Config
+
+    data = read_yaml(args.config) if getattr(args, "config", None) else {}
+    items = {
+        "data.train": getattr(args, "train", None),
+        "data.dev": getattr(args, "dev", None),
+        "output_dir": getattr(args, "output_dir", None),
+        **extra,
+    }
+    pre = [f"{k}={v}" for k, v in items.items() if v is not None]
+    if getattr(args, "overwrite", False):
+        pre.append("overwrite=true")
+    data = apply_overrides(data, pre + list(getattr(args, "overrides", []) or []))
+    return from_dict(Config, data)
+
+
+def _print_result(result) -> None:
+    print(json.dumps({"run_dir": str(result.run_dir), "dev": result.dev_metrics}, indent=2))
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from textdistill.training.runner import run_training
+
+    cfg = _load(args, {"student.type": "pretrained" if args.model else None, "student.path": args.model})
+    _print_result(run_training(cfg, "finetune"))
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from textdistill.training.runner import run_training
+
+    cfg = _load(args, {"teacher.path": args.teacher})
+    _print_result(run_training(cfg, "distill"))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from textdistill.config.loader import dump_yaml
+    from textdistill.config.validate import validate_config
+
+    cfg = _load(args, {})
+    if args.action == "show":
+        print(dump_yaml(cfg), end="")
+        return 0
+    validate_config(cfg, args.mode)
+    print(f"config is valid for {args.mode}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from textdistill.evaluation.evaluate import evaluate_dir
+
+    metrics = evaluate_dir(args.model, args.data, overrides=args.overrides, batch_size=args.batch_size)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from textdistill.demo import run_demo
+
+    run_demo(quick=args.quick, output_dir=args.output_dir, overwrite=args.overwrite)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "losses":
+        from textdistill.losses import LOSSES
+
+        names = LOSSES.names()
+    else:
+        from textdistill.models.students import STUDENTS
+
+        names = STUDENTS.names()
+    print("\n".join(names))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="textdistill",
+        description="Distil large NLP models into small, fast ones (logit KD, TinyBERT, MiniLM, DistilBERT, BiLSTM).",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("finetune", help="fine-tune a teacher on labelled data (hard labels)")
+    p.add_argument("--model", "-m", help="pretrained model dir or hub id (sets student.path)")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("distill", help="distil a teacher into a student")
+    p.add_argument("--teacher", "-t", help="fine-tuned teacher dir or hub id (sets teacher.path)")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("config", help="show or validate a resolved config")
+    p.add_argument("action", choices=["show", "validate"])
+    p.add_argument("--mode", choices=["distill", "finetune"], default="distill", help="what the config is for")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("evaluate", help="evaluate a saved model on a labelled file")
+    p.add_argument("--model", "-m", required=True, help="model directory")
+    p.add_argument("--data", "-d", required=True, help="labelled TSV/CSV/JSONL file")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="data options, e.g. text_column=text")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="offline demo: fine-tune MiniLM on tweets, distil a 5x smaller student")
+    p.add_argument("--quick", action="store_true", help="same path on a small subset (about 3 minutes)")
+    p.add_argument("--output-dir", "-o", default="runs/demo", help="where the demo's runs go")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo's runs")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("list", help="list registered components")
+    p.add_argument("what", choices=["losses", "students"])
+    p.set_defaults(func=cmd_list)
+
+    for register in _extensions():
+        register(sub)
+    return parser
+
+
+def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """Subcommands contributed by other parts of the package (augment, run, recipes, benchmark, export)."""
+    out = []
+    try:
+        from textdistill.cli_ext import EXTENSIONS
+
+        out.extend(EXTENSIONS)
+    except ImportError:
+        pass
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``textdistill`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except TextDistillError as e:
+        if args.debug:
+            raise
+        print(f"textdistill: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("textdistill: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+__all__ = ["build_parser", "main"]
+
+
+def console() -> None:  # pragma: no cover - console script shim
+    """Console-script entry: exit with main()'s status."""
+    sys.exit(main())

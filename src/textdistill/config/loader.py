@@ -1,0 +1,249 @@
+"""Loading configs: YAML files + ``key.sub=value`` overrides -> typed dataclasses, every problem at once.
+
+Precedence: dataclass defaults < YAML file < command-line overrides. Values of overrides are parsed as YAML
+scalars (``train.lr=3e-5`` is a float, ``data.labels=[neg,pos]`` a list). Unknown keys, wrong types and
+malformed overrides are collected into one :class:`~textdistill.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+import yaml
+
+from textdistill.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping safely (``yaml.safe_load``: no object construction)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist; pass the path of a YAML file")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {str(p)!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {str(p)!r} must hold a mapping of keys (e.g. 'train: {{lr: 5e-5}}'), "
+            f"got a {type(data).__name__}"
+        )
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into (["a", "b", "c"], parsed value)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} has no '='; write key.sub=value, e.g. train.lr=3e-5")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} has an empty key; write key.sub=value, e.g. train.lr=3e-5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides to a nested mapping (lists indexed by integers: objective.0.weight=2)."""
+    problems: list[str] = []
+    for text in overrides:
+        try:
+            path, value = parse_override(text)
+        except ConfigError as e:
+            problems.extend(e.problems)
+            continue
+        node: Any = data
+        for i, part in enumerate(path[:-1]):
+            if isinstance(node, list):
+                idx = _list_index(part, node, ".".join(path[: i + 1]), problems)
+                if idx is None:
+                    break
+                node = node[idx]
+            else:
+                if not isinstance(node.get(part), dict | list):
+                    node[part] = {}
+                node = node[part]
+        else:
+            last = path[-1]
+            if isinstance(node, list):
+                idx = _list_index(last, node, ".".join(path), problems)
+                if idx is not None:
+                    node[idx] = value
+            else:
+                node[last] = value
+    if problems:
+        raise ConfigError(problems)
+    return data
+
+
+def _list_index(part: str, node: list, key: str, problems: list[str]) -> int | None:
+    try:
+        idx = int(part)
+    except ValueError:
+        problems.append(f"{key}: {part!r} is not a list index (the list has {len(node)} items: 0..{len(node) - 1})")
+        return None
+    if not -len(node) <= idx < len(node):
+        problems.append(f"{key}: index {idx} is out of range (the list has {len(node)} items)")
+        return None
+    return idx
+
+
+def from_dict(cls: type[T], data: Any, *, prefix: str = "", problems: list[str] | None = None) -> T:
+    """Build dataclass ``cls`` from a mapping, checking keys and types; collect problems.
+
+    Raises:
+        ConfigError: listing every unknown key and wrongly typed value (when ``problems`` is None).
+    """
+    own = problems is None
+    problems = [] if own else problems
+    result = _convert(cls, data, prefix or cls.__name__, problems)
+    if own and problems:
+        raise ConfigError(problems)
+    return result
+
+
+def _convert(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        if len(non_none) == 1:
+            return _convert(non_none[0], value, key, problems)
+        for a in non_none:
+            sub: list[str] = []
+            out = _convert(a, value, key, sub)
+            if not sub:
+                return out
+        problems.append(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        return None
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            problems.append(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+            return tp()
+        hints = typing.get_type_hints(tp)
+        fields = {f.name: f for f in dataclasses.fields(tp)}
+        kwargs = {}
+        for k, v in value.items():
+            if k not in fields:
+                close = difflib.get_close_matches(str(k), list(fields), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                problems.append(f"{key}.{k}: unknown key{hint} (valid keys: {', '.join(fields)})")
+                continue
+            kwargs[k] = _convert(hints[k], v, f"{key}.{k}", problems)
+        return tp(**kwargs)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            problems.append(f"{key}: expected a list, got {value!r}")
+            return []
+        return [_convert(item_tp, v, f"{key}.{i}", problems) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{key}: expected a mapping, got {value!r}")
+            return {}
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        problems.append(f"{key}: expected true or false, got {value!r}")
+        return False
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        problems.append(f"{key}: expected an integer, got {value!r}")
+        return 0
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML reads '5e-5' (no dot) as a string
+            except ValueError:
+                pass
+        problems.append(f"{key}: expected a number, got {value!r}")
+        return 0.0
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        problems.append(f"{key}: expected a string, got {value!r}")
+        return ""
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    return str(tp).replace("typing.", "").replace("NoneType", "None")
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass (tree) as plain dicts/lists, ready for YAML/JSON."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def dump_yaml(obj: Any) -> str:
+    """YAML text of a config (dataclass or mapping), keys in schema order."""
+    return yaml.safe_dump(to_dict(obj), sort_keys=False, allow_unicode=True)
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive merge of two mappings; ``update`` wins. Lists are replaced, not merged."""
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, cls: type[T] | None = None) -> T:
+    """Load a config: defaults < YAML at ``path`` < ``overrides``.
+
+    Args:
+        path: optional YAML file.
+        overrides: ``key.sub=value`` strings.
+        cls: the dataclass to build (default :class:`textdistill.config.schema.Config`).
+
+    Raises:
+        ConfigError: every problem found, at once.
+    """
+    from textdistill.config.schema import Config
+
+    cls = cls or Config  # type: ignore[assignment]
+    data = read_yaml(path) if path else {}
+    data = apply_overrides(data, list(overrides or []))
+    return from_dict(cls, data)  # type: ignore[arg-type]

@@ -1,0 +1,150 @@
+"""Whole-config validation, before any weights load.
+
+Checks values, files, the teacher's config (config.json only), the student options, and the objective's
+terms and layer maps against the real layer counts — and reports every problem at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from textdistill.config.schema import Config
+from textdistill.errors import ConfigError, TextDistillError
+from textdistill.models.outputs import ModelInfo
+
+MODES = ("distill", "finetune")
+
+
+@dataclass
+class Validated:
+    """What validation learned: the models' static info (None where it could not be read)."""
+
+    teacher_info: ModelInfo | None
+    student_info: ModelInfo | None
+
+
+def _file_problem(key: str, path: str | None, fmt: str) -> str | None:
+    if path is None or fmt == "hf":
+        return None
+    if not Path(path).exists():
+        return f"{key}: file {path!r} does not exist; pass the path of a TSV/CSV/JSONL file"
+    if Path(path).is_dir():
+        return f"{key}: {path!r} is a directory; pass the path of a TSV/CSV/JSONL file"
+    return None
+
+
+def run_dir_problem(output_dir: str, overwrite: bool) -> str | None:
+    """A problem with the output directory (it holds a run and overwrite is off, or is not a run dir)."""
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        return f"output_dir: {output_dir!r} is a file; choose a directory path"
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / "run.json").exists():
+            return (
+                f"output_dir: {output_dir!r} is not empty and is not a textdistill run directory; "
+                "choose a new or empty directory"
+            )
+        if not overwrite:
+            return f"output_dir: {output_dir!r} already holds a run; pass --overwrite to replace it or choose another"
+    return None
+
+
+def validate_config(cfg: Config, mode: str = "distill", *, num_labels: int | None = None) -> Validated:
+    """Check ``cfg`` for ``mode`` (distill | finetune) without loading weights.
+
+    Args:
+        cfg: the resolved config.
+        mode: ``distill`` needs a teacher; ``finetune`` trains ``student`` on hard labels with no teacher.
+        num_labels: the number of classes if already known (else the teacher's, or 2 for the check).
+
+    Returns:
+        The teacher's and student's static info.
+
+    Raises:
+        ConfigError: every problem found.
+    """
+    from textdistill.losses.objective import validate_objective
+    from textdistill.models.students import student_info, validate_student
+    from textdistill.models.teacher import model_info
+    from textdistill.training.precision import PRECISIONS
+
+    problems: list[str] = []
+    t, d = cfg.train, cfg.data
+    if mode not in MODES:
+        raise ConfigError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    # -- values ---------------------------------------------------------------------------------------------
+    if t.precision not in PRECISIONS:
+        problems.append(f"train.precision: {t.precision!r} is not one of {', '.join(PRECISIONS)}")
+    for key, value in (("train.lr", t.lr), ("train.epochs", t.epochs)):
+        if not value > 0:
+            problems.append(f"{key}: must be > 0, got {value}")
+    for key, value in (("train.batch_size", t.batch_size), ("train.eval_batch_size", t.eval_batch_size)):
+        if value < 1:
+            problems.append(f"{key}: must be >= 1, got {value}")
+    if t.grad_accum < 1 or t.grad_accum > max(1, t.batch_size):
+        problems.append(f"train.grad_accum: must be between 1 and train.batch_size ({t.batch_size}), got {t.grad_accum}")
+    if t.max_steps is not None and t.max_steps < 1:
+        problems.append(f"train.max_steps: must be >= 1 or null, got {t.max_steps}")
+    if t.lr_schedule not in ("linear", "cosine", "constant"):
+        problems.append(f"train.lr_schedule: {t.lr_schedule!r} is not one of linear, cosine, constant")
+    if not 0 <= t.warmup_ratio < 1:
+        problems.append(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
+    for key, value in (("train.eval_every", t.eval_every), ("train.save_every", t.save_every)):
+        if value is not None and value < 1:
+            problems.append(f"{key}: must be >= 1 or null, got {value}")
+    if d.max_length < 8:
+        problems.append(f"data.max_length: must be >= 8, got {d.max_length}")
+    if d.format not in ("auto", "tsv", "csv", "jsonl", "hf"):
+        problems.append(f"data.format: {d.format!r} is not one of auto, tsv, csv, jsonl, hf")
+    if cfg.teacher.cache_dtype not in ("fp16", "bf16", "fp32"):
+        problems.append(f"teacher.cache_dtype: {cfg.teacher.cache_dtype!r} is not one of fp16, bf16, fp32")
+    # -- files ------------------------------------------------------------------------------------------------
+    if not d.train:
+        problems.append("data.train: no training data given; set data.train=PATH (TSV/CSV/JSONL)")
+    for key in ("train", "dev", "test"):
+        p = _file_problem(f"data.{key}", getattr(d, key), d.format)
+        if p:
+            problems.append(p)
+    p = run_dir_problem(cfg.output_dir, cfg.overwrite)
+    if p:
+        problems.append(p)
+    # -- models (configs only) ------------------------------------------------------------------------------
+    teacher_info = None
+    if mode == "distill":
+        if not cfg.teacher.path:
+            problems.append("teacher.path: no teacher given; set teacher.path=DIR (a fine-tuned classifier)")
+        else:
+            try:
+                teacher_info = model_info(
+                    cfg.teacher.path, trust_remote_code=cfg.teacher.trust_remote_code, require_classifier=True
+                )
+            except TextDistillError as e:
+                problems.append(f"teacher.path: {e}")
+    labels = num_labels or (len(d.labels) if d.labels else None) or (teacher_info.num_labels if teacher_info else 2)
+    if d.regression:
+        labels = 1
+    s_info = None
+    if mode == "finetune":
+        if cfg.student.type != "pretrained" or not cfg.student.path:
+            problems.append(
+                "student: fine-tuning trains a pretrained model; set student.type=pretrained and student.path=DIR"
+            )
+        else:
+            try:
+                s_info = model_info(cfg.student.path, num_labels=labels)
+            except TextDistillError as e:
+                problems.append(f"student.path: {e}")
+    elif teacher_info is not None:
+        student_problems = validate_student(cfg.student, teacher_info)
+        problems.extend(student_problems)
+        if not student_problems:
+            try:
+                s_info = student_info(cfg.student, teacher_info, labels)
+            except TextDistillError as e:
+                problems.extend(getattr(e, "problems", [str(e)]))
+    if s_info is not None and (mode == "finetune" or teacher_info is not None):
+        problems.extend(validate_objective(cfg.objective, teacher_info, s_info))
+    if problems:
+        raise ConfigError(problems)
+    return Validated(teacher_info=teacher_info, student_info=s_info)

@@ -1,0 +1,90 @@
+"""Evaluate a saved model directory on a labelled data file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textdistill.config.loader import apply_overrides, from_dict
+from textdistill.config.schema import DataConfig
+from textdistill.errors import DataError
+
+
+def evaluate_dir(
+    model_dir: str | Path,
+    data: str | Path,
+    *,
+    overrides: list[str] | None = None,
+    batch_size: int = 128,
+    precision: str = "auto",
+) -> dict[str, float]:
+    """Accuracy / macro-F1 / MCC (or Pearson / Spearman for regression) of a saved model on ``data``.
+
+    The label names in the file are mapped through the model's own label map (saved with every textdistill
+    model); a label the model does not know is an error naming the file and line.
+
+    Args:
+        model_dir: a directory written by textdistill (HF or BiLSTM) or any HF sequence classifier.
+        data: TSV/CSV/JSONL file with a label column.
+        overrides: ``key=value`` settings of the data section (e.g. ``text_column=text``).
+        batch_size: evaluation batch size.
+        precision: auto | fp32 | bf16.
+    """
+    import torch
+
+    from textdistill.data.collate import Collator
+    from textdistill.data.encoding import EncodedDataset
+    from textdistill.data.labels import LabelMap, check_labels
+    from textdistill.data.readers import read_examples
+    from textdistill.data.samplers import make_loader
+    from textdistill.evaluation.metrics import evaluate_model
+    from textdistill.models.io import load_student
+    from textdistill.models.teacher import load_tokenizer
+    from textdistill.training.precision import autocast_dtype, resolve_precision
+
+    cfg = from_dict(DataConfig, apply_overrides({}, [o.removeprefix("data.") for o in overrides or []]))
+    model = load_student(model_dir)
+    tokenizer = load_tokenizer(model_dir)
+    id2label = _id2label(model)
+    regression = cfg.regression or len(id2label) == 1 and not cfg.labels
+    result = read_examples(
+        data,
+        format=cfg.format,
+        text_column=cfg.text_column,
+        text_pair_column=cfg.text_pair_column,
+        label_column=cfg.label_column,
+        encoding=cfg.encoding,
+        skip_bad_rows=cfg.skip_bad_rows,
+        regression=regression,
+    )
+    label_map = None
+    if not regression:
+        label_map = LabelMap(names=[id2label[i] for i in range(len(id2label))], source="model")
+        check_labels(result, label_map)
+    if not result.examples:
+        raise DataError(f"{data}: no examples to evaluate")
+    ds = EncodedDataset(result.examples, tokenizer, cfg.max_length, label_map, regression=regression)
+    loader = make_loader(
+        ds,
+        batch_size,
+        shuffle=False,
+        group_by_length=True,
+        seed=0,
+        collator=Collator.for_tokenizer(tokenizer),
+    )
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    metrics, _ = evaluate_model(
+        model,
+        loader,
+        regression=regression,
+        device=device,
+        autocast_dtype=autocast_dtype(resolve_precision(precision, device)),
+    )
+    return metrics
+
+
+def _id2label(model) -> dict[int, str]:
+    inner = getattr(model, "model", None)
+    config = getattr(inner, "config", None) or getattr(model, "config", None)
+    raw = getattr(config, "id2label", None) or getattr(model, "id2label", None) or {}
+    return {int(k): str(v) for k, v in dict(raw).items()}

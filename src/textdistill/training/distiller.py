@@ -1,0 +1,312 @@
+"""THE training loop. One loop for fine-tuning and for every distillation method.
+
+Methods are objectives (weighted loss terms) and recipes, not subclasses: fine-tuning a teacher is this loop
+with no teacher and a ``hard_ce`` objective. Callbacks observe (log, save, stop early); they never reorder it.
+
+Per optimizer step, top to bottom:
+    1. split the batch into ``grad_accum`` micro-batches (same padding, so 4x2 == 1x8 exactly),
+    2. teacher outputs: from the cache, or a live forward under ``no_grad`` + autocast,
+    3. student forward under autocast,
+    4. objective in fp32, scaled by the micro-batch's share of the batch, backward,
+    5. NaN/Inf guard, gradient clipping, optimizer and lr-scheduler step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from textdistill.config.schema import TrainConfig
+from textdistill.errors import TextDistillError
+from textdistill.models.outputs import FeatureRequest, ModelOutputs
+from textdistill.training.optim import build_optimizer, build_scheduler
+from textdistill.training.precision import autocast, resolve_precision
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class TeacherSource(Protocol):
+    """Gives teacher outputs for a batch (a live model or a cache)."""
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> ModelOutputs: ...
+
+
+class LiveTeacher:
+    """Runs the frozen teacher on each batch.
+
+    The teacher stays in eval mode (no dropout: its targets must be deterministic) and runs under
+    ``torch.no_grad`` rather than ``inference_mode``: inference-mode tensors cannot be saved for the student's
+    backward pass (the KL/MSE terms keep the teacher's targets), and cloning every feature would cost more.
+    """
+
+    def __init__(self, model: nn.Module, request: FeatureRequest, precision: str, device: torch.device):
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.request = request
+        self.precision = precision
+        self.device = device
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> ModelOutputs:
+        with torch.no_grad(), autocast(self.device, self.precision):
+            out = self.model(**model_inputs(batch), features=self.request)
+        return out.float()
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The keys of a batch that models take."""
+    return {k: batch[k] for k in MODEL_INPUTS if k in batch}
+
+
+def split_batch(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.Tensor]]:
+    """Split a batch into ``parts`` micro-batches along dim 0 (sizes differ by at most one)."""
+    n = batch["input_ids"].shape[0]
+    parts = max(1, min(parts, n))
+    bounds = [round(i * n / parts) for i in range(parts + 1)]
+    return [{k: v[bounds[i] : bounds[i + 1]] for k, v in batch.items()} for i in range(parts)]
+
+
+@dataclass
+class TrainState:
+    """Where training stands; everything a resume needs besides tensors."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    total_steps: int = 0
+    steps_per_epoch: int = 0
+    examples_seen: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+    bad_steps: int = 0
+    should_stop: bool = False
+    stop_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Callback:
+    """Observes the loop. Override what you need; never reorder the loop."""
+
+    def on_train_begin(self, distiller: Distiller) -> None: ...
+
+    def on_step_end(self, distiller: Distiller, logs: dict[str, float]) -> None: ...
+
+    def on_evaluate(self, distiller: Distiller, metrics: dict[str, float], improved: bool) -> None: ...
+
+    def on_train_end(self, distiller: Distiller) -> None: ...
+
+
+class NonFiniteLossError(TextDistillError):
+    """Too many steps with a NaN/Inf loss or gradient."""
+
+
+class Distiller:
+    """Trains ``student`` to minimise ``objective`` against ``teacher`` outputs (or labels only).
+
+    Args:
+        student: model with ``forward(input_ids, attention_mask, token_type_ids=None, features=None)``
+            returning :class:`ModelOutputs`.
+        objective: module with ``student_request()``, ``teacher_request()`` and
+            ``forward(student_out, teacher_out, batch, progress) -> (loss, terms)``. Its parameters (learned
+            projections) are optimised with the student.
+        train_cfg: the optimisation settings.
+        train_loader_fn: ``(epoch, start_batch) -> iterable of batches`` (seeded per epoch, so a resume can
+            re-create the exact order and skip what was done).
+        steps_per_epoch: optimizer steps per epoch (batches per epoch).
+        teacher: a :class:`TeacherSource` or None (fine-tuning).
+        evaluator: ``student -> metrics dict``; None disables evaluation.
+        metric: key of the metric that selects the best model; ``greater_is_better`` its direction.
+        callbacks: observers.
+        accelerator: an ``accelerate.Accelerator`` (one is created when None).
+    """
+
+    def __init__(
+        self,
+        *,
+        student: nn.Module,
+        objective: nn.Module,
+        train_cfg: TrainConfig,
+        train_loader_fn: Callable[[int, int], Iterable[dict[str, torch.Tensor]]],
+        steps_per_epoch: int,
+        teacher: TeacherSource | None = None,
+        evaluator: Callable[[nn.Module], dict[str, float]] | None = None,
+        metric: str = "accuracy",
+        greater_is_better: bool = True,
+        callbacks: list[Callback] | None = None,
+        accelerator: Any | None = None,
+    ):
+        from accelerate import Accelerator
+
+        self.cfg = train_cfg
+        self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        self.device = self.accelerator.device
+        self.precision = resolve_precision(train_cfg.precision, self.device)
+        self.teacher = teacher
+        self.evaluator = evaluator
+        self.metric = metric
+        self.greater_is_better = greater_is_better
+        self.callbacks = list(callbacks or [])
+        self.train_loader_fn = train_loader_fn
+        self.student_request = objective.student_request()
+
+        if steps_per_epoch <= 0:
+            raise TextDistillError("the training data gives no batch: add examples or lower train.batch_size")
+        total = train_cfg.max_steps or math.ceil(train_cfg.epochs * steps_per_epoch)
+        self.state = TrainState(total_steps=max(1, total), steps_per_epoch=steps_per_epoch)
+        warmup = (
+            train_cfg.warmup_steps
+            if train_cfg.warmup_steps is not None
+            else int(train_cfg.warmup_ratio * self.state.total_steps)
+        )
+        student.to(self.device)
+        objective.to(self.device)
+        optimizer = build_optimizer([student, objective], train_cfg.lr, train_cfg.weight_decay)
+        scheduler = build_scheduler(optimizer, self.state.total_steps, warmup, train_cfg.lr_schedule)
+        # Only the student and the projections are prepared (wrapped for DDP when distributed); the frozen
+        # teacher is never wrapped: it has no gradients to synchronise.
+        self.student, self.objective, self.optimizer, self.scheduler = self.accelerator.prepare(
+            student, objective, optimizer, scheduler
+        )
+        if train_cfg.compile:
+            self.student = torch.compile(self.student)
+
+    # -- the loop ---------------------------------------------------------------------------------------
+    def fit(self) -> TrainState:
+        """Run until ``total_steps``, early stopping, or a stop request. Returns the final state."""
+        st = self.state
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        self.student.train()
+        window_start, window_examples = time.perf_counter(), 0
+        while st.step < st.total_steps and not st.should_stop:
+            for batch in self.train_loader_fn(st.epoch, st.batch_in_epoch):
+                batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                logs = self.train_step(batch)
+                st.batch_in_epoch += 1
+                window_examples += logs["batch_size"]
+                now = time.perf_counter()
+                logs["examples_per_s"] = window_examples / max(now - window_start, 1e-9)
+                if st.step % max(1, self.cfg.log_every) == 0:
+                    window_start, window_examples = now, 0
+                for cb in self.callbacks:
+                    cb.on_step_end(self, logs)
+                if self._eval_due():
+                    self.evaluate()
+                if st.step >= st.total_steps or st.should_stop:
+                    break
+            else:
+                st.epoch += 1
+                st.batch_in_epoch = 0
+                if self.evaluator is not None and self.cfg.eval_every is None and st.step < st.total_steps:
+                    self.evaluate()
+        if self.evaluator is not None and not self._evaluated_at(st.step):
+            self.evaluate()
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        return st
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One optimizer step on ``batch`` (split into ``grad_accum`` micro-batches)."""
+        st = self.state
+        progress = st.step / max(1, st.total_steps - 1)
+        n = batch["input_ids"].shape[0]
+        total_loss = 0.0
+        term_sums: dict[str, float] = {}
+        for micro in split_batch(batch, self.cfg.grad_accum):
+            share = micro["input_ids"].shape[0] / n
+            teacher_out = self.teacher(micro) if self.teacher is not None else None
+            with autocast(self.device, self.precision):
+                student_out = self.student(**model_inputs(micro), features=self.student_request)
+            loss, terms = self.objective(student_out.float(), teacher_out, micro, progress)
+            # Scale by the micro-batch's share so accumulated gradients equal the full batch's.
+            self.accelerator.backward(loss * share)
+            total_loss += float(loss.detach()) * share
+            for k, v in terms.items():
+                term_sums[k] = term_sums.get(k, 0.0) + float(v) * share
+
+        finite = math.isfinite(total_loss) and self._grads_finite()
+        grad_norm = float("nan")
+        if finite:
+            if self.cfg.max_grad_norm is not None:
+                grad_norm = float(self.accelerator.clip_grad_norm_(self._params(), self.cfg.max_grad_norm))
+            self.optimizer.step()
+            self.scheduler.step()
+        else:
+            st.bad_steps += 1
+            print(
+                f"warning: step {st.step + 1}: non-finite loss or gradient (loss={total_loss}); step skipped "
+                f"({st.bad_steps}/{self.cfg.max_bad_steps} allowed)"
+            )
+            if st.bad_steps >= self.cfg.max_bad_steps:
+                raise NonFiniteLossError(
+                    f"{st.bad_steps} steps had a NaN/Inf loss or gradient; lower train.lr, use "
+                    "train.precision=fp32, or check the data (train.max_bad_steps sets the limit)"
+                )
+        self.optimizer.zero_grad(set_to_none=True)
+        st.step += 1
+        st.examples_seen += n
+        logs = {"step": st.step, "epoch": st.epoch, "loss": total_loss, "lr": self.scheduler.get_last_lr()[0]}
+        logs.update({f"loss/{k}": v for k, v in term_sums.items()})
+        if self.cfg.max_grad_norm is not None:
+            logs["grad_norm"] = grad_norm
+        logs["batch_size"] = n
+        return logs
+
+    def _params(self) -> list[torch.nn.Parameter]:
+        return [p for m in (self.student, self.objective) for p in m.parameters() if p.requires_grad]
+
+    def _grads_finite(self) -> bool:
+        grads = [p.grad for p in self._params() if p.grad is not None]
+        if not grads:
+            return True
+        return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+
+    # -- evaluation ---------------------------------------------------------------------------------------
+    def _eval_due(self) -> bool:
+        every = self.cfg.eval_every
+        return self.evaluator is not None and every is not None and self.state.step % every == 0
+
+    def _evaluated_at(self, step: int) -> bool:
+        return getattr(self, "_last_eval_step", None) == step
+
+    def evaluate(self) -> dict[str, float]:
+        """Evaluate the student, track the best metric, notify callbacks, restore train mode."""
+        st = self.state
+        self.student.eval()
+        with autocast(self.device, self.precision):
+            metrics = self.evaluator(self.accelerator.unwrap_model(self.student))
+        self.student.train()
+        self._last_eval_step = st.step
+        value = metrics.get(self.metric)
+        improved = False
+        if value is not None and math.isfinite(value):
+            better = (
+                st.best_metric is None
+                or (value > st.best_metric if self.greater_is_better else value < st.best_metric)
+            )
+            if better:
+                st.best_metric, st.best_step, st.evals_without_improvement = value, st.step, 0
+                improved = True
+            else:
+                st.evals_without_improvement += 1
+        patience = self.cfg.early_stopping_patience
+        if patience is not None and st.evals_without_improvement >= patience:
+            st.should_stop = True
+            st.stop_reason = f"early stopping: no improvement of {self.metric} in {patience} evaluations"
+        for cb in self.callbacks:
+            cb.on_evaluate(self, metrics, improved)
+        return metrics
+
+    def unwrapped_student(self) -> nn.Module:
+        """The student without DDP/compile wrappers."""
+        m = self.accelerator.unwrap_model(self.student)
+        return getattr(m, "_orig_mod", m)
