@@ -92,9 +92,9 @@ class DataConfig:
     group_by_length: bool = True
     """Batch examples of similar length together (less padding); order stays seeded."""
     max_train_examples: int | None = None
-    """Use only the first N training examples (after a seeded shuffle when shuffle_before_limit)."""
+    """Use a seeded random subset of N training examples (kept in file order)."""
     max_eval_examples: int | None = None
-    """Use only the first N dev/test examples."""
+    """Use a seeded random subset of N dev/test examples (kept in file order)."""
     hf_subset: str | None = None
     """format=hf: dataset configuration name (e.g. 'sst2' of 'glue')."""
     hf_train_split: str = "train"
@@ -109,8 +109,9 @@ class DataConfig:
 class LayerMapConfig:
     """Which student layer is matched with which teacher layer."""
 
-    strategy: str = "uniform"
-    """uniform (TinyBERT) | last (MiniLM) | every_k | explicit."""
+    strategy: str | None = None
+    """uniform (TinyBERT) | last (MiniLM) | every_k | explicit; None: the loss term's default
+    (uniform for TinyBERT-style terms, last for minilm/minilmv2)."""
     k: int | None = None
     """every_k: teacher layers per student layer (default: teacher_layers // student_layers)."""
     pairs: list[list[int]] | None = None

@@ -57,7 +57,7 @@ class LayerMap:
 
     @property
     def attention_keys(self) -> tuple[tuple[int, int], ...]:
-        """Attention pairs as 0-based layer keys of ``ModelOutputs.attentions`` / ``attention_scores`` / ``qkv``."""
+        """Attention pairs as 0-based keys of ``ModelOutputs.attentions`` / ``attention_scores`` / ``qkv``."""
         return tuple((s - 1, t - 1) for s, t in self.attention_pairs)
 
     def layer_pairs(self) -> tuple[tuple[int, int], ...]:
