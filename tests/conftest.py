@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# Tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP barriers between
+# threads cost more than the work itself: tests run single-threaded.
+torch.set_num_threads(1)
+
 WORDS = (
     "good great fine nice love happy excellent wonderful best fun "
     "bad awful poor hate sad terrible worst boring ugly dull "
@@ -43,7 +47,9 @@ def make_tokenizer(directory: Path):
     return tok
 
 
-def tiny_bert_config(vocab_size: int, *, layers: int = 4, hidden: int = 32, heads: int = 4, num_labels: int = 2):
+def tiny_bert_config(
+    vocab_size: int, *, layers: int = 4, hidden: int = 32, heads: int = 4, num_labels: int = 2
+):
     from transformers import BertConfig
 
     return BertConfig(
@@ -73,7 +79,9 @@ def make_sentiment_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
     return rows
 
 
-def write_tsv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("sentence", "label")) -> Path:
+def write_tsv(
+    path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("sentence", "label")
+) -> Path:
     lines = ["\t".join(header)] + ["\t".join(r) for r in rows]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
