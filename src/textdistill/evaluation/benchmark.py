@@ -1,0 +1,564 @@
+"""One call that measures a teacher and its students on real data and writes the report.
+
+For every model directory: parameters, bytes on disk, compression against the teacher, analytic FLOPs,
+the dev metric and agreement with the teacher, CPU latency/throughput (fp32, and bf16 autocast where the
+CPU has native bf16), GPU figures when CUDA is available, and with ``onnx=True`` the onnxruntime fp32 and
+int8 variants (exported, parity-checked, scored and timed). Teacher-student layer CKA is computed for
+students that expose hidden states. Everything ends in ``report.json`` / ``report.md`` / plots.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from textdistill.errors import ConfigError, DataError, ModelError
+from textdistill.evaluation.cka import cka_matrix, collect_representations
+from textdistill.evaluation.compression import (
+    compression_ratio,
+    count_parameters,
+    flops_per_example,
+    size_on_disk,
+)
+from textdistill.evaluation.metrics import agreement, evaluate_model
+from textdistill.evaluation.report import slug, write_report
+from textdistill.evaluation.speed import environment, measure_onnx, measure_torch, torch_threads
+from textdistill.models.outputs import HIDDEN_STATES
+from textdistill.training.precision import cpu_supports_fast_bf16
+
+log = logging.getLogger(__name__)
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
+
+
+def model_tokenizer(directory: str | os.PathLike[str], fallback: Any | None = None) -> Any:
+    """The tokenizer saved with a model directory, else ``fallback``.
+
+    HF directories go through :func:`~textdistill.models.teacher.load_tokenizer`; a BiLSTM directory (no
+    ``config.json``) is read with ``AutoTokenizer`` when it holds tokenizer files.
+
+    Raises:
+        ModelError: no tokenizer files in the directory and no fallback.
+    """
+    from textdistill.models.teacher import load_tokenizer
+
+    d = Path(directory)
+    if (d / "config.json").is_file():
+        return load_tokenizer(d)
+    if any((d / f).is_file() for f in _TOKENIZER_FILES):
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(str(d))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise ModelError(f"cannot load the tokenizer saved in {str(d)!r}: {exc}") from exc
+    if fallback is not None:
+        return fallback
+    raise ModelError(
+        f"{str(d)!r} holds no tokenizer files; save the model with its tokenizer "
+        "(textdistill.models.io.save_model(model, dir, tokenizer))."
+    )
+
+
+def _unique_names(dirs: Sequence[Path]) -> list[str]:
+    names: list[str] = []
+    for d in dirs:
+        base = d.name or "model"
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def _seeded_subset(items: list[Any], limit: int | None, seed: int) -> list[Any]:
+    """A seeded random subset of ``limit`` items, in their original order (all when it fits)."""
+    if limit is None or len(items) <= limit:
+        return items
+    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
+    return [items[i] for i in keep]
+
+
+def read_labelled(
+    data_path: str | os.PathLike[str],
+    *,
+    id2label: Mapping[int, str] | None,
+    text_column: str = "sentence",
+    text_pair_column: str | None = None,
+    label_column: str = "label",
+    format: str = "auto",
+    encoding: str = "utf-8",
+    regression: bool = False,
+    labels: list[str] | None = None,
+    max_examples: int | None = None,
+    seed: int = 0,
+) -> tuple[list[Any], Any]:
+    """Read a labelled evaluation file and map its labels onto a model's label map.
+
+    Args:
+        data_path: TSV/CSV/JSONL file with labels.
+        id2label: the (teacher) model's label map; string labels are checked against it.
+        text_column, text_pair_column, label_column, format, encoding, regression: as in
+            :func:`textdistill.data.read_examples`.
+        labels: explicit class order (default: ``id2label``; see
+            :func:`textdistill.data.resolve_label_map`).
+        max_examples: keep a seeded random subset of this many examples, in file order.
+        seed: seed of the subset.
+
+    Returns:
+        ``(examples, label_map)``; ``label_map`` is None for regression.
+
+    Raises:
+        DataError: unreadable file, unknown labels, or no examples.
+    """
+    from textdistill.data import check_labels, read_examples, resolve_label_map
+
+    read = read_examples(
+        data_path,
+        format=format,
+        text_column=text_column,
+        text_pair_column=text_pair_column,
+        label_column=label_column,
+        encoding=encoding,
+        regression=regression,
+    )
+    label_map = None
+    if not regression:
+        label_map = resolve_label_map([str(e.label) for e in read.examples], labels, id2label)
+        check_labels(read, label_map)
+    examples = _seeded_subset(list(read.examples), max_examples, seed)
+    if not examples:
+        raise DataError(f"{data_path}: no examples to evaluate on.")
+    return examples, label_map
+
+
+class EvalData:
+    """Examples as one model sees them: tokenized, collated into evaluation and speed batches.
+
+    Args:
+        examples: the examples (from :func:`read_labelled`).
+        tokenizer: the model's tokenizer.
+        label_map: class names -> ids (None for regression).
+        regression: real-valued labels.
+        max_length: tokens per example after truncation.
+        batch_size: examples per batch.
+        speed_examples: size of the seeded sample the speed batches hold.
+        seed: seed of that sample.
+
+    Attributes:
+        eval_batches: every example, in file order, right-padded per batch.
+        speed_batches: the seeded speed sample, same batching.
+        lengths: real token count of every example.
+        input_ids: token ids of every example (to compare two tokenizations).
+    """
+
+    def __init__(
+        self,
+        examples: list[Any],
+        tokenizer: Any,
+        *,
+        label_map: Any,
+        regression: bool,
+        max_length: int,
+        batch_size: int,
+        speed_examples: int,
+        seed: int,
+    ):
+        from torch.utils.data import Subset
+
+        from textdistill.data import Collator, EncodedDataset, make_loader
+
+        self.tokenizer = tokenizer
+        dataset = EncodedDataset(examples, tokenizer, max_length, label_map, regression=regression)
+        collator = Collator.for_tokenizer(tokenizer)
+
+        def batches(ds: Any) -> list[dict[str, torch.Tensor]]:
+            loader = make_loader(
+                ds, batch_size, shuffle=False, group_by_length=False, seed=seed, collator=collator
+            )
+            return list(loader)
+
+        self.lengths = list(dataset.lengths)
+        self.eval_batches = batches(dataset)
+        speed_idx = _seeded_subset(list(range(len(dataset))), speed_examples, seed + 1)
+        self.speed_batches = batches(Subset(dataset, speed_idx))
+        self.input_ids = [dataset[i]["input_ids"] for i in range(len(dataset))]
+
+
+def run_benchmark(
+    teacher_dir: str | os.PathLike[str],
+    student_dirs: Sequence[str | os.PathLike[str]],
+    data_path: str | os.PathLike[str],
+    *,
+    out_dir: str | os.PathLike[str],
+    text_column: str = "sentence",
+    text_pair_column: str | None = None,
+    label_column: str = "label",
+    format: str = "auto",
+    encoding: str = "utf-8",
+    regression: bool = False,
+    labels: list[str] | None = None,
+    max_length: int = 128,
+    max_examples: int | None = None,
+    threads: int | None = None,
+    onnx: bool = False,
+    batch_size: int = 32,
+    speed_examples: int = 128,
+    latency_examples: int = 64,
+    warmup: int = 3,
+    repeats: int = 5,
+    bf16: bool | None = None,
+    gpu: bool | None = None,
+    cka: bool = True,
+    cka_rows: int = 2048,
+    seed: int = 0,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Benchmark a teacher and its students on a labelled data file, and write the report to ``out_dir``.
+
+    Args:
+        teacher_dir: the teacher's model directory (an HF sequence classifier).
+        student_dirs: student directories written by textdistill (HF or BiLSTM); each is read with
+            :func:`textdistill.models.io.load_student`. A student without its own tokenizer reads the
+            teacher's token ids (the BiLSTM student does).
+        data_path: the dev file (TSV/CSV/JSONL) with labels.
+        out_dir: report directory (ONNX exports go to ``out_dir/onnx/<model>``).
+        text_column: column of the text.
+        text_pair_column: column of the second text of a pair, if any.
+        label_column: column of the label.
+        format: ``auto`` (by extension), ``tsv``, ``csv`` or ``jsonl``.
+        encoding: file encoding.
+        regression: real-valued labels (metric: Pearson).
+        labels: class order (default: the teacher's label map).
+        max_length: tokens per example after truncation.
+        max_examples: evaluate a seeded random subset of this many examples (None: all).
+        threads: CPU threads for PyTorch and onnxruntime, in every step (None: the current
+            ``torch.get_num_threads()``).
+        onnx: also export each model and measure the onnxruntime fp32 and int8 variants.
+        batch_size: examples per batch for evaluation and throughput.
+        speed_examples: examples (a seeded sample of the evaluated ones) used for speed.
+        latency_examples: batch-1 examples timed per repeat.
+        warmup: untimed calls before each timing.
+        repeats: timed repeats.
+        bf16: also measure bf16 autocast on CPU (None: only where the CPU has native bf16).
+        gpu: also measure on CUDA (None: when CUDA is available).
+        cka: compute teacher x student layer CKA for students with hidden states.
+        cka_rows: token rows (or examples, for students with another tokenizer) used for CKA.
+        seed: seed of the subsets.
+        plots: draw the PNG plots.
+
+    Returns:
+        The results dict (schema in :mod:`textdistill.evaluation.report`), also written as
+        ``report.json`` next to ``report.md`` and the plots; ``files`` maps each written file.
+
+    Raises:
+        ConfigError: bad benchmark settings.
+        DataError / ModelError: unreadable data or models (messages name the file and the fix).
+    """
+    from textdistill.models.io import load_student
+    from textdistill.models.teacher import load_teacher, load_tokenizer
+
+    problems = []
+    for key, value in (("batch_size", batch_size), ("speed_examples", speed_examples), ("repeats", repeats)):
+        if value < 1:
+            problems.append(f"{key} must be at least 1, got {value}.")
+    if max_examples is not None and max_examples < 1:
+        problems.append(f"max_examples must be at least 1 (or None for all), got {max_examples}.")
+    if threads is not None and threads < 1:
+        problems.append(f"threads must be at least 1 (or None), got {threads}.")
+    if problems:
+        raise ConfigError(problems)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n_threads = int(threads if threads is not None else torch.get_num_threads())
+    use_bf16 = cpu_supports_fast_bf16() if bf16 is None else bool(bf16)
+    use_gpu = torch.cuda.is_available() if gpu is None else bool(gpu)
+    if use_gpu and not torch.cuda.is_available():
+        raise ConfigError("gpu=True but CUDA is not available on this machine. Fix: gpu=None or False.")
+
+    # ---- models and data
+    teacher = load_teacher(teacher_dir)
+    teacher_tok = load_tokenizer(teacher_dir)
+    examples, label_map = read_labelled(
+        data_path,
+        id2label=teacher.id2label,
+        text_column=text_column,
+        text_pair_column=text_pair_column,
+        label_column=label_column,
+        format=format,
+        encoding=encoding,
+        regression=regression,
+        labels=labels,
+        max_examples=max_examples,
+        seed=seed,
+    )
+
+    dirs = [Path(teacher_dir), *(Path(d) for d in student_dirs)]
+    names = _unique_names(dirs)
+    models: list[nn.Module] = [teacher] + [load_student(d) for d in dirs[1:]]
+
+    def encode(tokenizer: Any) -> EvalData:
+        return EvalData(
+            examples,
+            tokenizer,
+            label_map=label_map,
+            regression=regression,
+            max_length=max_length,
+            batch_size=batch_size,
+            speed_examples=speed_examples,
+            seed=seed,
+        )
+
+    teacher_data = encode(teacher_tok)
+    data: list[EvalData] = [teacher_data]
+    for d in dirs[1:]:
+        tok = model_tokenizer(d, fallback=teacher_tok)
+        enc = teacher_data if tok is teacher_tok else encode(tok)
+        # a student saved with the teacher's tokenizer (the usual case) shares the teacher's batches
+        data.append(teacher_data if enc.input_ids == teacher_data.input_ids else enc)
+
+    lengths = teacher_data.lengths
+    flops_len = max(1, round(sum(lengths) / len(lengths)))
+    results: dict[str, Any] = {
+        "environment": environment(n_threads),
+        "task": {
+            "data": str(data_path),
+            "examples": len(examples),
+            "regression": regression,
+            "metric": "pearson" if regression else "accuracy",
+            "labels": None if label_map is None else list(label_map.names),
+            "max_length": max_length,
+            "seq_len_mean": sum(lengths) / len(lengths),
+            "seq_len_max": max(lengths),
+            "flops_seq_len": flops_len,
+            "speed_examples": min(speed_examples, len(examples)),
+            "batch_size": batch_size,
+        },
+        "models": [],
+        "entries": [],
+        "cka": {},
+        "exports": {},
+    }
+
+    settings = _Settings(
+        threads=n_threads,
+        bf16=use_bf16,
+        gpu=use_gpu,
+        onnx=onnx,
+        regression=regression,
+        flops_len=flops_len,
+        speed_kw={"warmup": warmup, "repeats": repeats, "latency_examples": latency_examples},
+        onnx_dir=out / "onnx",
+    )
+    teacher_logits: torch.Tensor | None = None
+    teacher_record: dict[str, Any] | None = None
+    # evaluation, export checks and CKA use the same thread count as the timings
+    with torch_threads(n_threads):
+        for name, directory, model, enc in zip(names, dirs, models, data):
+            log.info("benchmarking %s (%s)", name, directory)
+            record, entries, logits, export = _benchmark_model(
+                name, directory, model, enc, settings, teacher_record, teacher_logits
+            )
+            if teacher_record is None:
+                teacher_record, teacher_logits = record, logits
+            results["models"].append(record)
+            results["entries"].extend(entries)
+            if export is not None:
+                results["exports"][name] = export
+
+        # ---- layer CKA, teacher vs every student with hidden states
+        if cka:
+            results["cka"] = _layer_cka(names, models, data, cka_rows)
+
+    files = write_report(results, out, plots=plots)
+    results["files"] = {k: str(v) for k, v in files.items()}
+    return results
+
+
+@dataclass
+class _Settings:
+    """What :func:`run_benchmark` measures, shared by every model."""
+
+    threads: int
+    bf16: bool
+    gpu: bool
+    onnx: bool
+    regression: bool
+    flops_len: int
+    speed_kw: dict[str, Any]
+    onnx_dir: Path
+
+
+def _benchmark_model(
+    name: str,
+    directory: Path,
+    model: nn.Module,
+    enc: EvalData,
+    settings: _Settings,
+    teacher: dict[str, Any] | None,
+    teacher_logits: torch.Tensor | None,
+) -> tuple[dict[str, Any], list[dict[str, Any]], torch.Tensor, dict[str, Any] | None]:
+    """Measure one model: its size/cost record, its quality/speed entries, its CPU fp32 logits, its export."""
+    info = getattr(model, "info", None)
+    params = count_parameters(model)
+    size = size_on_disk(directory)
+    try:
+        flops: int | None = flops_per_example(model, settings.flops_len)
+    except Exception as exc:  # noqa: BLE001 - an unknown architecture has no FLOP count, not a failure
+        log.warning("no FLOP count for %s: %s", name, exc)
+        flops = None
+    ref_params = teacher["params"] if teacher is not None else params
+    ref_bytes = teacher["size"]["weights_bytes"] if teacher is not None else size["weights_bytes"]
+    record = {
+        "name": name,
+        "role": "student" if teacher is not None else "teacher",
+        "dir": str(directory),
+        "kind": getattr(info, "kind", None),
+        "model_type": getattr(info, "model_type", None),
+        "params": params,
+        "size": size,
+        "compression": {
+            "params": compression_ratio(ref_params["total"], params["total"]),
+            "non_embedding_params": compression_ratio(ref_params["non_embedding"], params["non_embedding"])
+            if params["non_embedding"] > 0
+            else None,
+            "size": compression_ratio(ref_bytes, size["weights_bytes"])
+            if size["weights_bytes"] > 0
+            else None,
+        },
+        "flops_per_example": flops,
+    }
+
+    regression, speed_kw = settings.regression, settings.speed_kw
+    nbytes = size["weights_bytes"]
+    metrics, logits = evaluate_model(model, enc.eval_batches, regression=regression, device="cpu")
+    # the teacher's own agreement is with itself (1.0); students compare with the teacher's fp32 logits
+    ref_logits = teacher_logits if teacher_logits is not None else logits
+    speed = measure_torch(model, enc.speed_batches, threads=settings.threads, precision="fp32", **speed_kw)
+    entries = [_entry(name, "pytorch", "fp32", "cpu", logits, ref_logits, metrics, speed, nbytes)]
+
+    if settings.bf16:
+        m_bf16, l_bf16 = evaluate_model(
+            model, enc.eval_batches, regression=regression, device="cpu", autocast_dtype=torch.bfloat16
+        )
+        s_bf16 = measure_torch(
+            model, enc.speed_batches, threads=settings.threads, precision="bf16", **speed_kw
+        )
+        entries.append(_entry(name, "pytorch", "bf16", "cpu", l_bf16, ref_logits, m_bf16, s_bf16, nbytes))
+
+    if settings.gpu:
+        precisions = ["fp32"] + (["bf16"] if torch.cuda.is_bf16_supported() else [])
+        model.to("cuda")
+        try:
+            for precision in precisions:
+                dtype = torch.bfloat16 if precision == "bf16" else None
+                m_gpu, l_gpu = evaluate_model(
+                    model, enc.eval_batches, regression=regression, device="cuda", autocast_dtype=dtype
+                )
+                s_gpu = measure_torch(
+                    model, enc.speed_batches, precision=precision, device="cuda", **speed_kw
+                )
+                entries.append(
+                    _entry(name, "pytorch", precision, "cuda", l_gpu, ref_logits, m_gpu, s_gpu, nbytes)
+                )
+        finally:
+            model.to("cpu")
+
+    export_record = None
+    if settings.onnx:
+        from textdistill.export.onnx import export_onnx
+
+        export = export_onnx(
+            model,
+            enc.tokenizer,
+            settings.onnx_dir / slug(name),
+            sample_batch=enc.speed_batches[0],
+            quantize_int8=True,
+            dev_batches=enc.eval_batches,
+            regression=regression,
+            threads=settings.threads,
+        )
+        export_record = export.to_dict()
+        for variant, path in (("fp32", export.onnx_path), ("int8", export.int8_path)):
+            key = f"onnx_{variant}"
+            v_speed = measure_onnx(
+                path, enc.speed_batches, threads=settings.threads, precision=variant, **speed_kw
+            )
+            entries.append(
+                _entry(
+                    name,
+                    "onnxruntime",
+                    variant,
+                    "cpu",
+                    export.dev_logits[key],
+                    ref_logits,
+                    export.dev_metrics.get(key, {"n": 0}),
+                    v_speed,
+                    export.sizes[key],
+                )
+            )
+    return record, entries, logits, export_record
+
+
+def _entry(
+    name: str,
+    runtime: str,
+    precision: str,
+    device: str,
+    logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    metrics: Mapping[str, float],
+    speed: Any,
+    size_bytes: int,
+) -> dict[str, Any]:
+    """One row of the quality/speed table; the PyTorch fp32 CPU row carries the bare model name."""
+    default = (runtime, precision, device) == ("pytorch", "fp32", "cpu")
+    return {
+        "name": name if default else f"{name} [{runtime} {precision} {device}]",
+        "model": name,
+        "runtime": runtime,
+        "precision": precision,
+        "device": device,
+        "size_bytes": size_bytes,
+        "metrics": dict(metrics),
+        "agreement": agreement(logits, teacher_logits),
+        "speed": speed.to_dict() if speed is not None else None,
+    }
+
+
+def _layer_cka(
+    names: list[str], models: list[nn.Module], data: list[EvalData], rows: int
+) -> dict[str, dict[str, Any]]:
+    """CKA matrices of every student against the teacher (index 0); a note for students without them."""
+
+    def has_hidden(model: nn.Module) -> bool:
+        info = getattr(model, "info", None)
+        return info is None or HIDDEN_STATES in info.capabilities
+
+    out: dict[str, dict[str, Any]] = {}
+    if not has_hidden(models[0]):
+        return out
+    teacher_reps: dict[str, list[torch.Tensor]] = {}
+    for name, model, enc in zip(names[1:], models[1:], data[1:]):
+        if not has_hidden(model):
+            out[name] = {"matrix": None, "note": "the student exposes no hidden states (e.g. BiLSTM)"}
+            continue
+        # token-level rows need identical tokenization (shared batches); otherwise per-example mean pooling
+        pooling = "tokens" if enc is data[0] else "mean"
+        if pooling not in teacher_reps:
+            teacher_reps[pooling] = collect_representations(
+                models[0], data[0].eval_batches, pooling=pooling, max_rows=rows
+            )
+        student = collect_representations(model, enc.eval_batches, pooling=pooling, max_rows=rows)
+        matrix = cka_matrix(teacher_reps[pooling], student)
+        out[name] = {"matrix": matrix.tolist(), "pooling": pooling, "rows": int(student[0].shape[0])}
+    return out
