@@ -1,0 +1,140 @@
+"""Every shipped recipe loads, validates against tiny fixture models, and is documented."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import make_sentiment_rows
+from textdistill.cli import main
+from textdistill.errors import ConfigError
+from textdistill.pipeline import load_recipe, resolve_pipeline
+from textdistill.recipes import recipe_names, recipe_path
+
+SHIPPED = ["bilstm", "distilbert", "ernie-tiny", "hinton", "minilmv2", "tinybert"]
+# The tiny teacher has 4 layers x 32 wide, 4 heads: shapes that fit it (uniform maps need 4 % layers == 0).
+SMALL = {
+    "student_layers": 2,
+    "student_hidden": 16,
+    "student_heads": 4,
+    "student_intermediate": 32,
+    "embedding_dim": 16,
+    "lstm_hidden": 8,
+}
+# Enabled stages with and without a corpus, and the student each enabled stage starts from.
+EXPECTED = {
+    ("bilstm", True): {"distill": "bilstm"},
+    ("bilstm", False): {"distill": "bilstm"},
+    ("distilbert", True): {"general": "truncate", "task": "from general"},
+    ("distilbert", False): {"task": "truncate"},
+    ("ernie-tiny", True): {"ft": "pretrained", "ged": "shrink", "td1": "from ged", "td2": "from td1"},
+    ("ernie-tiny", False): {"ft": "pretrained", "td1": "shrink", "td2": "from td1"},
+    ("hinton", True): {"warmup": "truncate", "kd": "from warmup"},
+    ("hinton", False): {"kd": "truncate"},
+    ("minilmv2", True): {"general": "shrink", "finetune": "from general"},
+    ("minilmv2", False): {"relations": "shrink", "finetune": "from relations"},
+    ("tinybert", True): {
+        "general": "shrink",
+        "intermediate": "from general",
+        "prediction": "from intermediate",
+    },
+    ("tinybert", False): {"intermediate": "shrink", "prediction": "from intermediate"},
+}
+
+
+@pytest.fixture
+def fixture_params(tiny_teacher_dir, sentiment_files, tmp_path) -> dict[str, object]:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "part1.txt").write_text("\n".join(t for t, _ in make_sentiment_rows(20, seed=7)) + "\n")
+    return {
+        "teacher": str(tiny_teacher_dir),
+        "task_train": str(sentiment_files["train"]),
+        "task_dev": str(sentiment_files["dev"]),
+        "corpus": str(corpus),
+    }
+
+
+def test_shipped_recipes_are_listed():
+    assert recipe_names() == SHIPPED
+    for name in SHIPPED:
+        assert recipe_path(name).name == f"{name}.yaml"
+    with pytest.raises(ConfigError, match=r"recipe 'tinybrt' is neither.*Did you mean 'tinybert'\?"):
+        recipe_path("tinybrt")
+
+
+@pytest.mark.parametrize("with_corpus", [True, False], ids=["corpus", "no-corpus"])
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_recipe_validates(name, with_corpus, fixture_params, tmp_path):
+    recipe = load_recipe(name)
+    params = {k: v for k, v in {**fixture_params, **SMALL}.items() if k in recipe.params}
+    if not with_corpus and "corpus" in params:
+        params["corpus"] = None
+    resolved = resolve_pipeline(recipe, params, tmp_path / "out")
+    assert resolved.warnings == []
+    got = {}
+    for stage in resolved.stages:
+        if stage.enabled:
+            student = stage.config.student
+            upstream = [u for u in stage.upstream if student.path == str(resolved.stage(u).model_dir)]
+            got[stage.name] = f"from {upstream[0]}" if upstream else student.type
+    assert got == EXPECTED[(name, with_corpus and "corpus" in recipe.params)]
+    # Every stage reads the task teacher (or, for ernie-tiny, the teacher its first stage fine-tunes).
+    for stage in resolved.stages:
+        if stage.enabled and stage.mode == "distill":
+            expected = resolved.stage("ft").model_dir if name == "ernie-tiny" else Path(params["teacher"])
+            assert stage.config.teacher.path == str(expected)
+
+
+def test_shipped_recipes_are_checked_against_the_teacher(fixture_params, tmp_path):
+    """The shipped default shapes do not fit the tiny teacher: the problems of all stages come at once."""
+    recipe = load_recipe("tinybert")
+    params = {k: v for k, v in fixture_params.items() if k in recipe.params}
+    # Defaults: a 4 x 312 student with 12 heads; the teacher is 4 x 32 with 4 heads.
+    with pytest.raises(ConfigError) as exc:
+        resolve_pipeline(recipe, params, tmp_path / "out")
+    head_problem = (
+        "objective.2 (attention_mse): attention_mse compares attention heads one to one, but the student has "
+        "12 heads and the teacher 4; set student.num_heads=4"
+    )
+    problems = exc.value.problems
+    assert len(problems) == 2
+    assert problems[0].startswith(f"stages.general: {head_problem}")
+    assert problems[1].startswith(f"stages.intermediate: {head_problem}")  # checked against general's output
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_recipe_header_names_the_paper_and_docs_have_its_table(name):
+    text = recipe_path(name).read_text(encoding="utf-8")
+    recipe = load_recipe(name)
+    first_author = recipe.paper.split()[0].rstrip(",")
+    year = re.search(r"\b(19|20)\d\d\b", recipe.paper).group(0)
+    header = text.split("\n\n")[0]
+    assert header.startswith("# ") and first_author in header and year in header
+    assert recipe.description
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "recipes.md").read_text(encoding="utf-8")
+    section = docs.split(f"### `{name}`", 1)[1].split("\n### ", 1)[0]
+    assert "| stage | mode | teacher | student | data | objective |" in section
+    for stage in recipe.stages:
+        assert f"| `{stage.name}`" in section, stage.name
+
+
+def test_recipes_command(capsys):
+    assert main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    for name in SHIPPED:
+        assert re.search(rf"^{re.escape(name)}\s+\S", out, re.M), name
+    assert main(["recipes", "tinybert"]) == 0
+    out = capsys.readouterr().out
+    assert "paper: Jiao et al. 2020" in out
+    assert re.search(r"^  teacher\s+required\s+fine-tuned task teacher", out, re.M)
+    assert re.search(r"^  corpus\s+default null\s+", out, re.M)
+    assert re.search(
+        r"^  prediction\s+distill\s+student: from intermediate\s+objective: kd_soft_ce", out, re.M
+    )
+    assert main(["recipes", "hinton", "--yaml"]) == 0
+    assert capsys.readouterr().out == recipe_path("hinton").read_text(encoding="utf-8")
+    assert main(["recipes", "nope"]) == 2
+    assert "recipe 'nope' is neither a shipped recipe" in capsys.readouterr().err
