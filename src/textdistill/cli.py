@@ -21,26 +21,34 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train", help="training data file (sets data.train)")
     p.add_argument("--dev", help="dev data file (sets data.dev)")
     p.add_argument("--output-dir", "-o", help="run directory (sets output_dir)")
-    p.add_argument("--overwrite", action="store_true", help="replace a run directory that already holds a run")
-    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.lr=3e-5")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a run directory that already holds a run"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in the output directory from its last good checkpoint (starts it if there is none)",
+    )
+    p.add_argument(
+        "overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.lr=3e-5"
+    )
 
 
 def _load(args: argparse.Namespace, extra: dict[str, str | None]):
-    from textdistill.config.loader import apply_overrides, from_dict, read_yaml
-    from textdistill.config.schema import Config
+    """The run's Config: YAML (--config) < flags (--train, --teacher...) < key=value overrides."""
+    from textdistill.config.loader import read_yaml, resolve_config
 
     data = read_yaml(args.config) if getattr(args, "config", None) else {}
-    items = {
+    # Flag values are set as given (a path is never parsed as YAML); key=value overrides come last and win.
+    values = {
         "data.train": getattr(args, "train", None),
         "data.dev": getattr(args, "dev", None),
         "output_dir": getattr(args, "output_dir", None),
         **extra,
     }
-    pre = [f"{k}={v}" for k, v in items.items() if v is not None]
     if getattr(args, "overwrite", False):
-        pre.append("overwrite=true")
-    data = apply_overrides(data, pre + list(getattr(args, "overrides", []) or []))
-    return from_dict(Config, data)
+        values["overwrite"] = True
+    return resolve_config(data, list(getattr(args, "overrides", []) or []), values=values)
 
 
 def _print_result(result) -> None:
@@ -51,7 +59,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from textdistill.training.runner import run_training
 
     cfg = _load(args, {"student.type": "pretrained" if args.model else None, "student.path": args.model})
-    _print_result(run_training(cfg, "finetune"))
+    _print_result(run_training(cfg, "finetune", resume=args.resume))
     return 0
 
 
@@ -59,15 +67,15 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from textdistill.training.runner import run_training
 
     cfg = _load(args, {"teacher.path": args.teacher})
-    _print_result(run_training(cfg, "distill"))
+    _print_result(run_training(cfg, "distill", resume=args.resume))
     return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:
     from textdistill.config.loader import dump_yaml
-    from textdistill.config.validate import validate_config
+    from textdistill.config.validate import for_mode, validate_config
 
-    cfg = _load(args, {})
+    cfg = for_mode(_load(args, {}), args.mode)
     if args.action == "show":
         print(dump_yaml(cfg), end="")
         return 0
@@ -125,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="show or validate a resolved config")
     p.add_argument("action", choices=["show", "validate"])
-    p.add_argument("--mode", choices=["distill", "finetune"], default="distill", help="what the config is for")
+    p.add_argument(
+        "--mode", choices=["distill", "finetune"], default="distill", help="what the config is for"
+    )
     _add_run_options(p)
     p.set_defaults(func=cmd_config)
 
@@ -166,7 +176,14 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``textdistill`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # argparse takes a subcommand's positionals in one go: in `config show --config c.yaml train.lr=1`
+        # the overrides after an option are left over. key=value leftovers are overrides, in their order.
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = list(args.overrides or []) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except TextDistillError as e:
@@ -174,9 +191,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"textdistill: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("textdistill: interrupted", file=sys.stderr)
-        return 130
+        return getattr(e, "exit_code", 130)  # 143 after SIGTERM (training.signals.TrainingInterrupted)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -20,16 +21,78 @@ from textdistill.errors import ConfigError
 
 T = TypeVar("T")
 
+MAX_VALUES = 100_000
+"""Most values (scalars, lists, mappings, counted with YAML aliases expanded) a config may hold. Real
+configs hold a few hundred; the limit stops alias bombs (``&a [*b, *b, ...]``) that a few lines of YAML can
+grow into billions of values."""
+
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 80
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = 8
+_repr.maxlevel = 3
+
+
+def _show(value: Any) -> str:
+    """A bounded repr for messages (a value may be huge or deeply nested)."""
+    return _repr.repr(value)
+
+
+def _too_many_values(value: Any, limit: int = MAX_VALUES) -> bool:
+    """True when ``value`` holds more than ``limit`` values, aliases expanded (stops early; no recursion)."""
+    stack, seen = [value], 0
+    while stack:
+        v = stack.pop()
+        seen += 1
+        if seen > limit:
+            return True
+        if isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list | tuple):
+            stack.extend(v)
+    return False
+
+
+def _safe_load(text: str) -> Any:
+    """``yaml.safe_load``, with every failure as one exception type.
+
+    PyYAML reports bad input with YAMLError but also with ValueError (``2001-02-30``, ``!!int abc``, integers
+    longer than Python's 4300-digit limit), KeyError (``!!bool maybe``), IndexError, AttributeError and
+    RecursionError (deep nesting): all are input problems here.
+
+    Raises:
+        yaml.YAMLError: the input is not valid YAML (other exception types are wrapped in a YAMLError).
+    """
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise
+    except RecursionError:
+        raise yaml.YAMLError("the document is nested too deeply") from None
+    except (ValueError, KeyError, IndexError, AttributeError, TypeError, OverflowError) as e:
+        raise yaml.YAMLError(f"a value cannot be read ({type(e).__name__}: {_show(str(e))})") from None
+    if _too_many_values(data):
+        raise yaml.YAMLError(f"the document holds more than {MAX_VALUES} values (YAML aliases expanded)")
+    return data
+
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping safely (``yaml.safe_load``: no object construction)."""
+    """Read a YAML mapping safely (``yaml.safe_load``: no object construction).
+
+    Raises:
+        ConfigError: the file is missing or unreadable, not UTF-8, not valid YAML, or not a mapping.
+    """
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist; pass the path of a YAML file")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = _safe_load(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
-        raise ConfigError(f"config file {str(p)!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise ConfigError(
+            f"config file {str(p)!r} is not UTF-8 text ({e.reason} at byte {e.start})"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"config file {str(p)!r} cannot be read: {e.strerror or e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -54,9 +117,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r} has an empty key; write key.sub=value, e.g. train.lr=3e-5")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
-        value = raw
+        value = raw  # not YAML: the text itself (a string field accepts it, others report the type)
     return key.split("."), value
 
 
@@ -69,35 +132,64 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         except ConfigError as e:
             problems.extend(e.problems)
             continue
-        node: Any = data
-        for i, part in enumerate(path[:-1]):
-            if isinstance(node, list):
-                idx = _list_index(part, node, ".".join(path[: i + 1]), problems)
-                if idx is None:
-                    break
-                node = node[idx]
-            else:
-                if not isinstance(node.get(part), dict | list):
-                    node[part] = {}
-                node = node[part]
-        else:
-            last = path[-1]
-            if isinstance(node, list):
-                idx = _list_index(last, node, ".".join(path), problems)
-                if idx is not None:
-                    node[idx] = value
-            else:
-                node[last] = value
+        _set_path(data, path, value, f"override {text!r}", problems)
     if problems:
         raise ConfigError(problems)
     return data
+
+
+def apply_values(data: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Set ``{"dotted.key": value}`` in a nested mapping, values taken as they are (not parsed as YAML).
+
+    For values that are already typed, such as file paths from command-line flags or keyword arguments: as a
+    ``key=value`` override, a path like ``runs/yes``, ``~``, ``[exp]/out`` or ``a #1`` would be read as YAML.
+    """
+    problems: list[str] = []
+    for key, value in values.items():
+        _set_path(data, key.split("."), value, f"{key}={_show(value)}", problems)
+    if problems:
+        raise ConfigError(problems)
+    return data
+
+
+def _set_path(data: dict[str, Any], path: list[str], value: Any, what: str, problems: list[str]) -> None:
+    node: Any = data
+    for i, part in enumerate(path[:-1]):
+        if isinstance(node, list):
+            idx = _list_index(part, node, ".".join(path[: i + 1]), problems)
+            if idx is None:
+                return
+            node = node[idx]
+        elif isinstance(node, dict):
+            if node.get(part) is None:  # missing or null (e.g. layer_map): start a mapping
+                node[part] = {}
+            node = node[part]
+        else:
+            # A scalar where the key needs a mapping: say so instead of silently replacing the value.
+            problems.append(
+                f"{what}: {'.'.join(path[:i])} is {_show(node)}, not a mapping, so it has no key {part!r}"
+            )
+            return
+    last = path[-1]
+    if isinstance(node, list):
+        idx = _list_index(last, node, ".".join(path), problems)
+        if idx is not None:
+            node[idx] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        problems.append(
+            f"{what}: {'.'.join(path[:-1])} is {_show(node)}, not a mapping, so it has no key {last!r}"
+        )
 
 
 def _list_index(part: str, node: list, key: str, problems: list[str]) -> int | None:
     try:
         idx = int(part)
     except ValueError:
-        problems.append(f"{key}: {part!r} is not a list index (the list has {len(node)} items: 0..{len(node) - 1})")
+        problems.append(
+            f"{key}: {part!r} is not a list index (the list has {len(node)} items: 0..{len(node) - 1})"
+        )
         return None
     if not -len(node) <= idx < len(node):
         problems.append(f"{key}: index {idx} is out of range (the list has {len(node)} items)")
@@ -105,15 +197,22 @@ def _list_index(part: str, node: list, key: str, problems: list[str]) -> int | N
     return idx
 
 
-def from_dict(cls: type[T], data: Any, *, prefix: str = "", problems: list[str] | None = None) -> T:
+def from_dict(cls: type[T], data: Any, *, prefix: str | None = None, problems: list[str] | None = None) -> T:
     """Build dataclass ``cls`` from a mapping, checking keys and types; collect problems.
+
+    Args:
+        cls: the dataclass to build.
+        data: its mapping (missing keys keep their defaults).
+        prefix: how problems name the root: ``None`` -> the class name (``TrainConfig.lr``), ``""`` ->
+            bare keys as a user writes them in YAML and overrides (``train.lr``), else ``prefix.lr``.
+        problems: a list to append problems to instead of raising.
 
     Raises:
         ConfigError: listing every unknown key and wrongly typed value (when ``problems`` is None).
     """
     own = problems is None
     problems = [] if own else problems
-    result = _convert(cls, data, prefix or cls.__name__, problems)
+    result = _convert(cls, data, cls.__name__ if prefix is None else prefix, problems)
     if own and problems:
         raise ConfigError(problems)
     return result
@@ -135,49 +234,52 @@ def _convert(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
             out = _convert(a, value, key, sub)
             if not sub:
                 return out
-        problems.append(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        problems.append(f"{key}: expected {_type_name(tp)}, got {_show(value)}")
         return None
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            problems.append(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+            problems.append(
+                f"{key or 'config'}: expected a mapping of {tp.__name__} fields, got {_show(value)}"
+            )
             return tp()
         hints = typing.get_type_hints(tp)
         fields = {f.name: f for f in dataclasses.fields(tp)}
         kwargs = {}
         for k, v in value.items():
+            sub_key = f"{key}.{k}" if key else str(k)
             if k not in fields:
                 close = difflib.get_close_matches(str(k), list(fields), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                problems.append(f"{key}.{k}: unknown key{hint} (valid keys: {', '.join(fields)})")
+                problems.append(f"{sub_key}: unknown key{hint} (valid keys: {', '.join(fields)})")
                 continue
-            kwargs[k] = _convert(hints[k], v, f"{key}.{k}", problems)
+            kwargs[k] = _convert(hints[k], v, sub_key, problems)
         return tp(**kwargs)
     if origin is list:
         (item_tp,) = typing.get_args(tp) or (Any,)
         if isinstance(value, tuple):
             value = list(value)
         if not isinstance(value, list):
-            problems.append(f"{key}: expected a list, got {value!r}")
+            problems.append(f"{key}: expected a list, got {_show(value)}")
             return []
         return [_convert(item_tp, v, f"{key}.{i}", problems) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            problems.append(f"{key}: expected a mapping, got {value!r}")
+            problems.append(f"{key}: expected a mapping, got {_show(value)}")
             return {}
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):
             return value
-        problems.append(f"{key}: expected true or false, got {value!r}")
+        problems.append(f"{key}: expected true or false, got {_show(value)}")
         return False
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        problems.append(f"{key}: expected an integer, got {value!r}")
+        problems.append(f"{key}: expected an integer, got {_show(value)}")
         return 0
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
@@ -187,14 +289,14 @@ def _convert(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
                 return float(value)  # YAML reads '5e-5' (no dot) as a string
             except ValueError:
                 pass
-        problems.append(f"{key}: expected a number, got {value!r}")
+        problems.append(f"{key}: expected a number, got {_show(value)}")
         return 0.0
     if tp is str:
         if isinstance(value, str):
             return value
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
-        problems.append(f"{key}: expected a string, got {value!r}")
+        problems.append(f"{key}: expected a string, got {_show(value)}")
         return ""
     return value
 
@@ -230,7 +332,9 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, cls: type[T] | None = None) -> T:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, cls: type[T] | None = None
+) -> T:
     """Load a config: defaults < YAML at ``path`` < ``overrides``.
 
     Args:
@@ -241,9 +345,49 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     Raises:
         ConfigError: every problem found, at once.
     """
+    return resolve_config(read_yaml(path) if path else {}, overrides, cls)
+
+
+def resolve_config(
+    data: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+    cls: type[T] | None = None,
+    *,
+    values: dict[str, Any] | None = None,
+) -> T:
+    """Build a config from a raw mapping (e.g. parsed YAML), typed values and ``key.sub=value`` overrides.
+
+    Precedence: defaults < ``data`` < ``values`` < ``overrides``. The overrides apply on top of the defaults
+    merged with ``data``, so an override can reach into a list the mapping does not mention
+    (``objective.0.weight=2`` edits the default objective). Malformed overrides, unknown keys and wrong types
+    are all collected into one error.
+
+    Args:
+        data: the mapping (not modified); None or {} for defaults only.
+        overrides: ``key.sub=value`` strings (values parsed as YAML scalars), applied in order.
+        cls: the dataclass to build (default :class:`textdistill.config.schema.Config`).
+        values: ``{"dotted.key": value}`` set as given, not parsed (paths from flags or keyword arguments);
+            None values are skipped.
+
+    Raises:
+        ConfigError: every problem found, at once.
+    """
+    import copy
+
     from textdistill.config.schema import Config
 
     cls = cls or Config  # type: ignore[assignment]
-    data = read_yaml(path) if path else {}
-    data = apply_overrides(data, list(overrides or []))
-    return from_dict(cls, data)  # type: ignore[arg-type]
+    merged = merge(to_dict(cls()), copy.deepcopy(data or {}))  # type: ignore[misc]
+    problems: list[str] = []
+    try:
+        apply_values(merged, {k: v for k, v in (values or {}).items() if v is not None})
+    except ConfigError as e:
+        problems.extend(e.problems)
+    try:
+        apply_overrides(merged, list(overrides or []))
+    except ConfigError as e:
+        problems.extend(e.problems)  # keep going: the keys and types are checked too
+    result = from_dict(cls, merged, prefix="", problems=problems)  # type: ignore[arg-type]
+    if problems:
+        raise ConfigError(problems)
+    return result

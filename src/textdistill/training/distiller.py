@@ -9,6 +9,10 @@ Per optimizer step, top to bottom:
     3. student forward under autocast,
     4. objective in fp32, scaled by the micro-batch's share of the batch, backward,
     5. NaN/Inf guard, gradient clipping, optimizer and lr-scheduler step.
+
+After each step (and its logging and evaluation) comes a *step boundary*: the one point where the whole
+state is consistent, so it is where checkpoints are written (``on_step_boundary``) and where a stop request
+(SIGINT/SIGTERM, see ``training/signals.py``) ends the loop.
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ class TrainState:
     best_step: int | None = None
     evals_without_improvement: int = 0
     bad_steps: int = 0
+    last_eval_step: int | None = None
     should_stop: bool = False
     stop_reason: str | None = None
 
@@ -102,7 +107,17 @@ class Callback:
 
     def on_evaluate(self, distiller: Distiller, metrics: dict[str, float], improved: bool) -> None: ...
 
+    def on_step_boundary(self, distiller: Distiller) -> None:
+        """After a step, its callbacks and its evaluation (if any): the state is complete here."""
+
     def on_train_end(self, distiller: Distiller) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state a resume must restore (e.g. a partial logging window); {} if none."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
 
 
 class NonFiniteLossError(TextDistillError):
@@ -156,6 +171,8 @@ class Distiller:
         self.greater_is_better = greater_is_better
         self.callbacks = list(callbacks or [])
         self.train_loader_fn = train_loader_fn
+        # Set by a signal handler (request_stop); the loop stops at the next step boundary.
+        self.stop_signal: int | None = None
         self.student_request = objective.student_request()
 
         if steps_per_epoch <= 0:
@@ -187,7 +204,7 @@ class Distiller:
             cb.on_train_begin(self)
         self.student.train()
         window_start, window_examples = time.perf_counter(), 0
-        while st.step < st.total_steps and not st.should_stop:
+        while st.step < st.total_steps and not st.should_stop and self.stop_signal is None:
             for batch in self.train_loader_fn(st.epoch, st.batch_in_epoch):
                 batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 logs = self.train_step(batch)
@@ -201,14 +218,17 @@ class Distiller:
                     cb.on_step_end(self, logs)
                 if self._eval_due():
                     self.evaluate()
-                if st.step >= st.total_steps or st.should_stop:
+                self._step_boundary()
+                if st.step >= st.total_steps or st.should_stop or self.stop_signal is not None:
                     break
             else:
                 st.epoch += 1
                 st.batch_in_epoch = 0
                 if self.evaluator is not None and self.cfg.eval_every is None and st.step < st.total_steps:
                     self.evaluate()
-        if self.evaluator is not None and not self._evaluated_at(st.step):
+                self._step_boundary()
+        # An interrupted run is evaluated when it is resumed and finishes, not now.
+        if self.evaluator is not None and not self._evaluated_at(st.step) and self.stop_signal is None:
             self.evaluate()
         for cb in self.callbacks:
             cb.on_train_end(self)
@@ -261,6 +281,23 @@ class Distiller:
         logs["batch_size"] = n
         return logs
 
+    # -- stopping ------------------------------------------------------------------------------------------
+    def request_stop(self, signum: int) -> None:
+        """Ask the loop to stop at the next step boundary (called from a signal handler)."""
+        if self.stop_signal is None:
+            self.stop_signal = signum
+
+    def _step_boundary(self) -> None:
+        if self.accelerator.num_processes > 1:
+            # Every process must stop at the same step, or the others would wait forever in a collective:
+            # a signal seen by any process stops all of them.
+            flag = torch.tensor([self.stop_signal or 0], device=self.device)
+            flag = int(self.accelerator.reduce(flag, reduction="max").item())
+            if flag and self.stop_signal is None:
+                self.stop_signal = flag
+        for cb in self.callbacks:
+            cb.on_step_boundary(self)
+
     def _params(self) -> list[torch.nn.Parameter]:
         return [p for m in (self.student, self.objective) for p in m.parameters() if p.requires_grad]
 
@@ -276,7 +313,7 @@ class Distiller:
         return self.evaluator is not None and every is not None and self.state.step % every == 0
 
     def _evaluated_at(self, step: int) -> bool:
-        return getattr(self, "_last_eval_step", None) == step
+        return self.state.last_eval_step == step
 
     def evaluate(self) -> dict[str, float]:
         """Evaluate the student, track the best metric, notify callbacks, restore train mode."""
@@ -285,13 +322,12 @@ class Distiller:
         with autocast(self.device, self.precision):
             metrics = self.evaluator(self.accelerator.unwrap_model(self.student))
         self.student.train()
-        self._last_eval_step = st.step
+        st.last_eval_step = st.step
         value = metrics.get(self.metric)
         improved = False
         if value is not None and math.isfinite(value):
-            better = (
-                st.best_metric is None
-                or (value > st.best_metric if self.greater_is_better else value < st.best_metric)
+            better = st.best_metric is None or (
+                value > st.best_metric if self.greater_is_better else value < st.best_metric
             )
             if better:
                 st.best_metric, st.best_step, st.evals_without_improvement = value, st.step, 0

@@ -9,13 +9,19 @@ weights load; then read data, load the teacher, build the student, train, and wr
       model/             the best student (HF format or BiLSTM), loadable by transformers / load_student
       metrics.jsonl      training and evaluation curves
       eval_results.json  dev (and test) metrics of the best student, and of the teacher
+      checkpoints/       resumable checkpoints step-N/ (see training/checkpoint.py); ``resume=True`` continues
+                         from the newest good one, SIGINT/SIGTERM stop after saving one (training/signals.py)
 """
 
 from __future__ import annotations
 
+import json
+import os
 import platform
 import random
+import shlex
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,10 +33,18 @@ import torch
 from textdistill.config.loader import dump_yaml
 from textdistill.config.schema import Config, LossTermConfig
 from textdistill.config.validate import validate_config
-from textdistill.errors import DataError, ModelError
+from textdistill.errors import ConfigError, DataError, ModelError, RunDirError
 from textdistill.training.callbacks import BestModelSaver, MetricsLogger, ProgressBar, write_json_atomic
+from textdistill.training.checkpoint import (
+    Checkpoint,
+    CheckpointSaver,
+    check_resume_config,
+    latest_checkpoint,
+    restore_checkpoint,
+)
 from textdistill.training.distiller import Distiller, LiveTeacher
 from textdistill.training.precision import autocast_dtype, resolve_precision
+from textdistill.training.signals import TrainingInterrupted, graceful_stop, signal_name
 
 
 @dataclass
@@ -91,16 +105,77 @@ def prepare_run_dir(cfg: Config) -> Path:
     return out
 
 
+def resume_command(run_dir: Path, mode: str) -> str:
+    """The shell command that resumes the run in ``run_dir`` (relative data paths: run it from the cwd)."""
+    config = shlex.quote(str((run_dir / "config.yaml").resolve()))
+    return f"cd {shlex.quote(os.getcwd())} && textdistill {mode} --config {config} --resume"
+
+
+def find_resume_point(cfg: Config, mode: str) -> Checkpoint | None:
+    """The checkpoint a ``resume=True`` run continues from, or None to start (over) from step 0.
+
+    Nothing to resume (no run yet, or no usable checkpoint: killed before the first one) means starting
+    from step 0, so that the same command can simply be repeated after every interruption.
+
+    Raises:
+        RunDirError: the run already finished.
+        ConfigError: the config differs from the checkpoint's in a key that changes training.
+    """
+    run_dir = Path(cfg.output_dir)
+    if not (run_dir / "run.json").is_file():
+        print(f"textdistill: no run to resume in {run_dir}: starting a new run")
+        return None
+    try:
+        status = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("status")
+    except (OSError, ValueError, AttributeError):
+        status = None
+    if status == "finished":
+        raise RunDirError(
+            f"the run in {str(run_dir)!r} already finished, there is nothing to resume (its student is in "
+            f"{str(run_dir / 'model')!r}); to train again, pass --overwrite or choose another output_dir"
+        )
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        print(
+            f"textdistill: no usable checkpoint in {run_dir / 'checkpoints'}: starting the run over from step 0"
+        )
+        return None
+    check_resume_config(ckpt, dump_yaml(cfg), mode)
+    return ckpt
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def default_metric(regression: bool) -> tuple[str, bool]:
     """The best-model metric and its direction."""
     return ("pearson", True) if regression else ("accuracy", True)
 
 
-def run_training(cfg: Config, mode: str = "distill", *, quiet: bool = False) -> RunResult:
+def run_training(
+    cfg: Config, mode: str = "distill", *, quiet: bool = False, resume: bool = False
+) -> RunResult:
     """Fine-tune (``mode='finetune'``) or distil (``mode='distill'``) as configured.
+
+    Args:
+        cfg: the resolved config.
+        mode: ``finetune`` or ``distill``.
+        quiet: no progress bar and fewer messages.
+        resume: continue the run in ``cfg.output_dir`` from its newest good checkpoint, ending with exactly
+            the weights and metrics of an uninterrupted run (same device and precision). Without a usable
+            checkpoint the run starts over; a finished run is refused. ``overwrite`` is ignored.
 
     Raises:
         ConfigError, DataError, ModelError: bad input, reported before any weights load where possible.
+        RunDirError: nothing can be resumed (finished run), or a checkpoint cannot be written/used.
+        TrainingInterrupted: SIGINT/SIGTERM stopped training after a checkpoint was saved (a
+            KeyboardInterrupt with ``exit_code`` 130/143; the message holds the resume command).
     """
     from textdistill.data.collate import Collator
     from textdistill.data.encoding import EncodedDataset
@@ -115,7 +190,14 @@ def run_training(cfg: Config, mode: str = "distill", *, quiet: bool = False) -> 
     started = time.time()
     if mode == "finetune" and [t.name for t in cfg.objective] == ["kd_kl"]:
         cfg = replace(cfg, objective=[LossTermConfig(name="hard_ce")])  # the default objective is for KD
-    validated = validate_config(cfg, mode)
+    if cfg.train.keep_checkpoints < 0:
+        raise ConfigError(
+            f"train.keep_checkpoints: must be >= 0 (0 writes no checkpoint), got {cfg.train.keep_checkpoints}"
+        )
+    # A resumed run dir holds a run by definition: validate as if overwriting, but never empty it.
+    vcfg = replace(cfg, overwrite=True) if resume else cfg
+    validated = validate_config(vcfg, mode)
+    resume_from = find_resume_point(cfg, mode) if resume else None
     set_seed(cfg.train.seed)
 
     # -- data (before weights: a bad file fails fast) ------------------------------------------------------
@@ -123,7 +205,9 @@ def run_training(cfg: Config, mode: str = "distill", *, quiet: bool = False) -> 
         tokenizer = load_tokenizer(cfg.teacher.path, trust_remote_code=cfg.teacher.trust_remote_code)
         from transformers import AutoConfig
 
-        t_config = AutoConfig.from_pretrained(cfg.teacher.path, trust_remote_code=cfg.teacher.trust_remote_code)
+        t_config = AutoConfig.from_pretrained(
+            cfg.teacher.path, trust_remote_code=cfg.teacher.trust_remote_code
+        )
         teacher_id2label = {int(k): v for k, v in t_config.id2label.items()}
     else:
         tokenizer = load_tokenizer(cfg.student.path)
@@ -138,13 +222,19 @@ def run_training(cfg: Config, mode: str = "distill", *, quiet: bool = False) -> 
             "distil from a teacher fine-tuned on this task"
         )
     if not task.dev:
-        raise DataError("no dev examples: set data.dev=PATH or data.dev_fraction=0.1 to select the best model")
+        raise DataError(
+            "no dev examples: set data.dev=PATH or data.dev_fraction=0.1 to select the best model"
+        )
     id2label = task.label_map.to_id2label() if task.label_map else {0: "score"}
     # Re-validate with the real label count (the objective may depend on it, e.g. regression).
-    validated = validate_config(cfg, mode, num_labels=task.num_labels)
+    validated = validate_config(vcfg, mode, num_labels=task.num_labels)
 
-    train_ds = EncodedDataset(task.train, tokenizer, cfg.data.max_length, task.label_map, regression=task.regression)
-    dev_ds = EncodedDataset(task.dev, tokenizer, cfg.data.max_length, task.label_map, regression=task.regression)
+    train_ds = EncodedDataset(
+        task.train, tokenizer, cfg.data.max_length, task.label_map, regression=task.regression
+    )
+    dev_ds = EncodedDataset(
+        task.dev, tokenizer, cfg.data.max_length, task.label_map, regression=task.regression
+    )
     test_ds = (
         EncodedDataset(task.test, tokenizer, cfg.data.max_length, task.label_map, regression=task.regression)
         if task.test
@@ -164,18 +254,31 @@ def run_training(cfg: Config, mode: str = "distill", *, quiet: bool = False) -> 
     s_info = getattr(student, "info", None) or validated.student_info
     objective = Objective(cfg.objective, validated.teacher_info, s_info)
 
-    run_dir = prepare_run_dir(cfg)
+    if resume_from is not None:
+        run_dir = Path(cfg.output_dir)
+        run_json: dict[str, Any] = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        for key in ("error", "ended", "signal", "checkpoint", "resume_command"):
+            run_json.pop(key, None)
+        run_json.update(status="running", environment=environment())
+        run_json.setdefault("resumes", []).append(
+            {"time": time.time(), "from_step": resume_from.step, "checkpoint": str(resume_from.path)}
+        )
+    else:
+        # resume without a usable checkpoint starts over: empty the directory like overwrite does
+        run_dir = prepare_run_dir(replace(cfg, overwrite=True) if resume else cfg)
+        run_json = {
+            "status": "running",
+            "mode": mode,
+            "started": started,
+            "textdistill_version": _version(),
+            "environment": environment(),
+            "data": task.stats,
+        }
     model_dir = run_dir / "model"
-    run_json: dict[str, Any] = {
-        "status": "running",
-        "mode": mode,
-        "started": started,
-        "textdistill_version": _version(),
-        "environment": environment(),
-        "data": task.stats,
-    }
+    config_yaml = dump_yaml(cfg)
     write_json_atomic(run_dir / "run.json", run_json)
-    (run_dir / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
+    _write_text_atomic(run_dir / "config.yaml", config_yaml)
+    resume_hint = resume_command(run_dir, mode)
     if not quiet:
         print(f"textdistill {mode}: run directory {run_dir}")
 
@@ -198,6 +301,9 @@ def run_training(cfg: Config, mode: str = "distill", *, quiet: bool = False) -> 
             start_batch=start_batch,
         )
         loader.batch_sampler.set_epoch(epoch)
+        # Its own generator: creating the iterator must not draw from the global torch RNG, or a resumed
+        # run (which creates one iterator more than the uninterrupted one) would shift the dropout stream.
+        loader.generator = torch.Generator().manual_seed((cfg.train.seed * 100_003 + epoch) % 2**63)
         return loader
 
     def eval_loader(ds):
@@ -226,6 +332,17 @@ def run_training(cfg: Config, mode: str = "distill", *, quiet: bool = False) -> 
         teacher.to(device)
         teacher_source = LiveTeacher(teacher, objective.teacher_request(), precision, device)
     steps_per_epoch = loader_fn(0, 0).batch_sampler.num_batches
+    saver = None
+    if cfg.train.keep_checkpoints > 0:
+        saver = CheckpointSaver(
+            run_dir,
+            save_every=cfg.train.save_every,
+            keep=cfg.train.keep_checkpoints,
+            config_yaml=config_yaml,
+            meta={"mode": mode, "precision": precision},
+            append_only=["metrics.jsonl"],
+            resume_hint=resume_hint,
+        )
     distiller = Distiller(
         student=student,
         objective=objective,
@@ -240,15 +357,34 @@ def run_training(cfg: Config, mode: str = "distill", *, quiet: bool = False) -> 
             MetricsLogger(run_dir, cfg.train.log_every),
             ProgressBar(mode, enabled=cfg.train.progress and not quiet),
             BestModelSaver(save_best),
+            *([saver] if saver is not None else []),
         ],
         accelerator=accelerator,
     )
+    if resume_from is not None:
+        saved_precision = resume_from.trainer_state().get("meta", {}).get("precision")
+        if saved_precision not in (None, precision) and not quiet:
+            print(
+                f"textdistill: warning: the checkpoint was trained in {saved_precision}, this run uses {precision}"
+                " (train.precision=auto chose differently on this machine): the result will not be bit-exact"
+            )
+        restore_checkpoint(distiller, resume_from)  # last before fit: it restores the RNG states
+        if saver is not None:
+            saver.resumed_from(resume_from)
+        if not quiet:
+            print(f"textdistill: resuming from {resume_from.path} (step {resume_from.step})")
     try:
-        state = distiller.fit()
+        with graceful_stop(distiller.request_stop, quiet=quiet):
+            state = distiller.fit()
     except BaseException as e:
-        run_json.update(status="failed", error=f"{type(e).__name__}: {e}", ended=time.time())
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        run_json.update(status=status, error=f"{type(e).__name__}: {e}", ended=time.time())
+        if saver is not None and saver.last_path is not None:
+            run_json.update(checkpoint=str(saver.last_path), resume_command=resume_hint)
         write_json_atomic(run_dir / "run.json", run_json)
         raise
+    if distiller.stop_signal is not None:
+        raise _interrupted(distiller, saver, run_dir, run_json, resume_hint, quiet)
 
     # -- final evaluation of the best student (and the teacher, for retention) ---------------------------
     from textdistill.models.io import load_student
@@ -270,7 +406,11 @@ def run_training(cfg: Config, mode: str = "distill", *, quiet: bool = False) -> 
     test_metrics = None
     if test_ds is not None and any(e.label is not None for e in task.test):
         test_metrics, _ = evaluate_model(
-            best_model, eval_loader(test_ds), regression=task.regression, device=device, autocast_dtype=ac_dtype
+            best_model,
+            eval_loader(test_ds),
+            regression=task.regression,
+            device=device,
+            autocast_dtype=ac_dtype,
         )
         results["test"] = test_metrics
     from textdistill.models.io import count_parameters
@@ -296,6 +436,42 @@ def run_training(cfg: Config, mode: str = "distill", *, quiet: bool = False) -> 
         teacher_dev_metrics=teacher_dev,
         state=state.to_dict(),
     )
+
+
+def _interrupted(
+    distiller: Distiller,
+    saver: CheckpointSaver | None,
+    run_dir: Path,
+    run_json: dict[str, Any],
+    resume_hint: str,
+    quiet: bool,
+) -> TrainingInterrupted:
+    """Record a signal stop in run.json and build the exception (with the resume command) to raise."""
+    signum = distiller.stop_signal or 0
+    st = distiller.state
+    ckpt = saver.last_path if saver is not None else None
+    if ckpt is not None:
+        message = (
+            f"stopped by {signal_name(signum)} after step {st.step} of {st.total_steps}; checkpoint: {ckpt}\n"
+            f"resume with:\n  {resume_hint}"
+        )
+    else:
+        message = (
+            f"stopped by {signal_name(signum)} after step {st.step} of {st.total_steps}; no checkpoint was "
+            "written (train.keep_checkpoints=0, or no step was done), so the run cannot be resumed"
+        )
+    run_json.update(
+        status="interrupted",
+        signal=signal_name(signum),
+        ended=time.time(),
+        state=st.to_dict(),
+        checkpoint=str(ckpt) if ckpt else None,
+        resume_command=resume_hint if ckpt else None,
+    )
+    write_json_atomic(run_dir / "run.json", run_json)
+    if not quiet:
+        print(f"textdistill: {message}", file=sys.stderr)
+    return TrainingInterrupted(signum, message, str(ckpt) if ckpt else None)
 
 
 def _version() -> str:
