@@ -490,11 +490,6 @@ def metric_records(run: Path) -> list[dict]:
     return out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MetricsLogger (training/callbacks.py) has no state_dict/load_state_dict yet, so the partial "
-    "log_every window (steps 5-6 here) is lost at a resume; reported to the lead. Remove once added.",
-)
 def test_metrics_file_identical_across_a_resume_mid_logging_window(tmp_path):
     full = tmp_path / "full"
     metrics_run(full).fit()

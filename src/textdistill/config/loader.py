@@ -264,6 +264,20 @@ def _convert(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
             problems.append(f"{key}: expected a list, got {_show(value)}")
             return []
         return [_convert(item_tp, v, f"{key}.{i}", problems) for i, v in enumerate(value)]
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            problems.append(f"{key}: expected a list of {len(args)} values, got {_show(value)}")
+            return tuple()
+        if args and args[-1] is not Ellipsis and len(value) != len(args):
+            problems.append(f"{key}: expected {len(args)} values, got {len(value)}")
+            return tuple(value)
+        item_types = (
+            [args[0]] * len(value) if args and args[-1] is Ellipsis else list(args) or [Any] * len(value)
+        )
+        return tuple(
+            _convert(t, v, f"{key}.{i}", problems) for i, (t, v) in enumerate(zip(item_types, value))
+        )
     if origin is dict:
         if not isinstance(value, dict):
             problems.append(f"{key}: expected a mapping, got {_show(value)}")

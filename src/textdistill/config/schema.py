@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from textdistill.config.augment import AugmentConfig
+
 
 @dataclass
 class TeacherConfig:
@@ -171,7 +173,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     """How many resumable checkpoints to keep (the best model is kept separately)."""
     metric: str | None = None
-    """Metric that selects the best model (default: accuracy, or pearson for regression)."""
+    """Metric that selects the best model (default: accuracy, or pearson for regression); ``last`` keeps
+    the model of the last evaluation (e.g. an intermediate-layer stage whose head is not trained yet)."""
     early_stopping_patience: int | None = None
     """Stop after this many evaluations without improvement."""
     log_every: int = 20
@@ -193,6 +196,11 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     objective: list[LossTermConfig] = field(default_factory=lambda: [LossTermConfig(name="kd_kl")])
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """Data augmentation of the training set (TinyBERT / Tang et al.); augmented rows get the teacher's
+    soft labels only (hard-label terms skip them)."""
+    report: bool = True
+    """distill: write report.md / report.json / plots for the student at the end of the run."""
     output_dir: str = "runs/textdistill"
     """Run directory (resolved config, best model, metrics, report)."""
     overwrite: bool = False

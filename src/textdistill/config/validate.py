@@ -6,10 +6,11 @@ terms and layer maps against the real layer counts — and reports every problem
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from textdistill.config.schema import Config
+from textdistill.config.schema import Config, LossTermConfig
 from textdistill.errors import ConfigError, TextDistillError
 from textdistill.models.outputs import ModelInfo
 
@@ -32,6 +33,25 @@ def _file_problem(key: str, path: str | None, fmt: str) -> str | None:
     if Path(path).is_dir():
         return f"{key}: {path!r} is a directory; pass the path of a TSV/CSV/JSONL file"
     return None
+
+
+def for_mode(cfg: Config, mode: str) -> Config:
+    """``cfg`` as ``mode`` runs it: fine-tuning with the default objective (``kd_kl``, which is for
+    distillation and needs a teacher) trains on the labels with ``hard_ce`` instead.
+
+    ``run_training`` applies the same rule, so ``textdistill config validate --mode finetune`` judges the
+    config the run would use.
+    """
+    if mode == "finetune" and [t.name for t in cfg.objective] == ["kd_kl"]:
+        return replace(cfg, objective=[LossTermConfig(name="hard_ce")])
+    return cfg
+
+
+def run_device():
+    """The device a run trains on (as ``run_training`` chooses it: the GPU when there is one)."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def run_dir_problem(output_dir: str, overwrite: bool) -> str | None:
@@ -67,15 +87,18 @@ def validate_config(cfg: Config, mode: str = "distill", *, num_labels: int | Non
     from textdistill.losses.objective import validate_objective
     from textdistill.models.students import student_info, validate_student
     from textdistill.models.teacher import model_info
-    from textdistill.training.precision import PRECISIONS
+    from textdistill.training.precision import resolve_precision
 
     problems: list[str] = []
     t, d = cfg.train, cfg.data
     if mode not in MODES:
         raise ConfigError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     # -- values ---------------------------------------------------------------------------------------------
-    if t.precision not in PRECISIONS:
-        problems.append(f"train.precision: {t.precision!r} is not one of {', '.join(PRECISIONS)}")
+    try:
+        # Against the device the run will use: fp16 on a CPU must fail here, not after the run dir exists.
+        resolve_precision(t.precision, run_device())
+    except ConfigError as e:
+        problems.extend(e.problems)
     for key, value in (("train.lr", t.lr), ("train.epochs", t.epochs)):
         if not value > 0:
             problems.append(f"{key}: must be > 0, got {value}")
@@ -83,7 +106,9 @@ def validate_config(cfg: Config, mode: str = "distill", *, num_labels: int | Non
         if value < 1:
             problems.append(f"{key}: must be >= 1, got {value}")
     if t.grad_accum < 1 or t.grad_accum > max(1, t.batch_size):
-        problems.append(f"train.grad_accum: must be between 1 and train.batch_size ({t.batch_size}), got {t.grad_accum}")
+        problems.append(
+            f"train.grad_accum: must be between 1 and train.batch_size ({t.batch_size}), got {t.grad_accum}"
+        )
     if t.max_steps is not None and t.max_steps < 1:
         problems.append(f"train.max_steps: must be >= 1 or null, got {t.max_steps}")
     if t.lr_schedule not in ("linear", "cosine", "constant"):
@@ -93,6 +118,20 @@ def validate_config(cfg: Config, mode: str = "distill", *, num_labels: int | Non
     for key, value in (("train.eval_every", t.eval_every), ("train.save_every", t.save_every)):
         if value is not None and value < 1:
             problems.append(f"{key}: must be >= 1 or null, got {value}")
+    if t.metric is not None:
+        # Only what evaluation reports can select the best model: any other name would never "improve", no
+        # model would be saved, and the run would fail at its very end.
+        from textdistill.evaluation.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
+
+        valid = REGRESSION_METRICS if d.regression else CLASSIFICATION_METRICS
+        if t.metric not in valid:
+            close = difflib.get_close_matches(t.metric, valid, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            task = "regression" if d.regression else "classification"
+            problems.append(
+                f"train.metric: {t.metric!r} is not a {task} metric{hint} (choose one of {', '.join(valid)}, "
+                "or leave it unset)"
+            )
     if d.max_length < 8:
         problems.append(f"data.max_length: must be >= 8, got {d.max_length}")
     if d.format not in ("auto", "tsv", "csv", "jsonl", "hf"):
@@ -121,7 +160,11 @@ def validate_config(cfg: Config, mode: str = "distill", *, num_labels: int | Non
                 )
             except TextDistillError as e:
                 problems.append(f"teacher.path: {e}")
-    labels = num_labels or (len(d.labels) if d.labels else None) or (teacher_info.num_labels if teacher_info else 2)
+    labels = (
+        num_labels
+        or (len(d.labels) if d.labels else None)
+        or (teacher_info.num_labels if teacher_info else 2)
+    )
     if d.regression:
         labels = 1
     s_info = None

@@ -58,6 +58,14 @@ class MetricsLogger(Callback):
                         self.writer.add_scalar(f"train/{k}", v, record["step"])
             self._sums, self._count = {}, 0
 
+    def state_dict(self) -> dict[str, Any]:
+        """The partial logging window, so a resumed run writes the same averaged lines."""
+        return {"sums": dict(self._sums), "count": self._count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._sums = {k: float(v) for k, v in state.get("sums", {}).items()}
+        self._count = int(state.get("count", 0))
+
     def on_evaluate(self, distiller: Distiller, metrics: dict[str, float], improved: bool) -> None:
         record = {"step": distiller.state.step, "epoch": distiller.state.epoch}
         record.update({f"eval/{k}": v for k, v in metrics.items()})
@@ -87,7 +95,9 @@ class ProgressBar(Callback):
         from tqdm.auto import tqdm
 
         st = distiller.state
-        self.bar = tqdm(total=st.total_steps, initial=st.step, desc=self.desc, unit="step", dynamic_ncols=True)
+        self.bar = tqdm(
+            total=st.total_steps, initial=st.step, desc=self.desc, unit="step", dynamic_ncols=True
+        )
 
     def on_step_end(self, distiller: Distiller, logs: dict[str, float]) -> None:
         if self.bar is not None:

@@ -325,7 +325,10 @@ class Distiller:
         st.last_eval_step = st.step
         value = metrics.get(self.metric)
         improved = False
-        if value is not None and math.isfinite(value):
+        if self.metric == "last":
+            st.best_metric, st.best_step, st.evals_without_improvement = None, st.step, 0
+            improved = True
+        elif value is not None and math.isfinite(value):
             better = st.best_metric is None or (
                 value > st.best_metric if self.greater_is_better else value < st.best_metric
             )

@@ -56,7 +56,9 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         return "bf16" if cpu_supports_fast_bf16() else "fp32"
     if precision == "fp16" and dev.type == "cpu":
-        raise ConfigError("train.precision: fp16 autocast is for GPUs; on a CPU use bf16 (if it has AMX) or fp32")
+        raise ConfigError(
+            "train.precision: fp16 autocast is for GPUs; on a CPU use bf16 (if it has AMX) or fp32"
+        )
     return precision
 
 

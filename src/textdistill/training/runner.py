@@ -42,7 +42,7 @@ from textdistill.training.checkpoint import (
     latest_checkpoint,
     restore_checkpoint,
 )
-from textdistill.training.distiller import Distiller, LiveTeacher
+from textdistill.training.distiller import Distiller
 from textdistill.training.precision import autocast_dtype, resolve_precision
 from textdistill.training.signals import TrainingInterrupted, graceful_stop, signal_name
 
@@ -229,8 +229,11 @@ def run_training(
     # Re-validate with the real label count (the objective may depend on it, e.g. regression).
     validated = validate_config(vcfg, mode, num_labels=task.num_labels)
 
+    train_examples = task.train
+    if cfg.augment.method != "none":
+        train_examples = augmented_train(cfg, mode, task, tokenizer, quiet=quiet)
     train_ds = EncodedDataset(
-        task.train, tokenizer, cfg.data.max_length, task.label_map, regression=task.regression
+        train_examples, tokenizer, cfg.data.max_length, task.label_map, regression=task.regression
     )
     dev_ds = EncodedDataset(
         task.dev, tokenizer, cfg.data.max_length, task.label_map, regression=task.regression
@@ -330,7 +333,13 @@ def run_training(
     teacher_source = None
     if teacher is not None:
         teacher.to(device)
-        teacher_source = LiveTeacher(teacher, objective.teacher_request(), precision, device)
+        from textdistill.training.teacher_cache import build_teacher_source
+
+        # Only the training data goes into the cache: it is keyed by example id, and dev ids overlap train's.
+        with accelerator.main_process_first():
+            teacher_source = build_teacher_source(
+                cfg, teacher, objective, [train_ds], collator, device, precision, quiet=quiet
+            )
     steps_per_epoch = loader_fn(0, 0).batch_sampler.num_batches
     saver = None
     if cfg.train.keep_checkpoints > 0:
@@ -428,6 +437,8 @@ def run_training(
         results=results,
     )
     write_json_atomic(run_dir / "run.json", run_json)
+    if mode == "distill" and cfg.report and accelerator.is_main_process:
+        write_run_report(cfg, run_dir, quiet=quiet)
     return RunResult(
         run_dir=run_dir,
         model_dir=model_dir,
@@ -481,3 +492,84 @@ def _version() -> str:
         return version("textdistill")
     except Exception:
         return "unknown"
+
+
+def augmented_train(cfg: Config, mode: str, task: Any, tokenizer: Any, *, quiet: bool = False) -> list:
+    """The training examples plus their augmentations (cached on disk by fingerprint).
+
+    Augmented rows carry ``is_original=False`` and no label: they are learnt from the teacher's soft labels
+    only, and hard-label terms skip them (labels are never copied blindly to a changed sentence).
+    """
+    from textdistill.data.augment.files import augment_to_file
+    from textdistill.data.readers import read_examples
+
+    if mode != "distill":
+        raise ConfigError(
+            "augment.method: augmentation needs a teacher to relabel the new examples; use it with distill"
+        )
+    cfg.augment.validate(mlm_given=cfg.augment.mlm is not None)
+    root = Path(cfg.teacher.cache_dir) if cfg.teacher.cache_dir else Path(cfg.output_dir).resolve().parent
+    stem = Path(str(cfg.data.train)).stem or "train"
+    out = root / ".textdistill-cache" / "augment" / f"{stem}-{cfg.augment.method}.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = augment_to_file(
+        task.train,
+        out,
+        cfg.augment,
+        tokenizer=tokenizer,
+        teacher_embeddings=cfg.teacher.path,
+        text_column="text",
+        text_pair_column="text_pair" if cfg.data.text_pair_column else None,
+        label_column="label",
+        format="jsonl",
+    )
+    examples = read_examples(
+        result.path,
+        format="jsonl",
+        text_column="text",
+        text_pair_column="text_pair" if cfg.data.text_pair_column else None,
+        label_column="label",
+        require_labels=False,
+        regression=task.regression,
+    ).examples
+    if not quiet:
+        state = "reused" if result.reused else "written"
+        print(
+            f"textdistill: augmentation ({cfg.augment.method}): {result.n_original} originals + "
+            f"{result.n_augmented} new examples ({state}: {result.path})"
+        )
+    return examples
+
+
+def write_run_report(cfg: Config, run_dir: Path, *, quiet: bool = False) -> Path | None:
+    """report.md / report.json / plots comparing the student with its teacher on the dev data."""
+    from textdistill.evaluation.benchmark import run_benchmark
+
+    d = cfg.data
+    if d.format == "hf" or not d.dev:
+        return None  # the report reads a local dev file
+    out = run_dir / "report"
+    run_benchmark(
+        cfg.teacher.path,
+        [run_dir / "model"],
+        d.dev,
+        out_dir=out,
+        text_column=d.text_column,
+        text_pair_column=d.text_pair_column,
+        label_column=d.label_column,
+        format=d.format,
+        encoding=d.encoding,
+        regression=d.regression,
+        labels=d.labels,
+        max_length=d.max_length,
+        max_examples=d.max_eval_examples or 1000,
+        threads=None,
+        onnx=False,
+        speed_examples=64,
+        latency_examples=16,
+        repeats=3,
+        cka_rows=512,
+    )
+    if not quiet:
+        print(f"textdistill: report {out / 'report.md'}")
+    return out
