@@ -13,6 +13,10 @@ Students (all distilled on the same examples, same seed, same number of optimize
     shrink-4L-192 + tinybert   intermediate stage (embedding/hidden/attention MSE, uniform map), then
                                prediction stage (soft CE); each stage half of the steps
     shrink-4L-192 + minilmv2   last-layer Q-Q/K-K/V-V relations, then logit KD; each stage half of the steps
+
+With ``--augment N`` two more BiLSTM runs use Tang et al. augmentation (masking + n-gram sampling, N new
+examples per sentence, relabelled by the teacher's soft labels): one with the same number of epochs as the
+plain BiLSTM (N+1 times the steps) and one with the same number of optimizer steps.
 """
 
 from __future__ import annotations
@@ -58,7 +62,10 @@ def students() -> dict[str, list[tuple[StudentConfig, list[LossTermConfig], floa
             (SHRINK, tinybert_mid, 5e-4, 0.5),
             (None, [LossTermConfig(name="kd_soft_ce", params={"temperature": 1.0})], 5e-4, 0.5),
         ],
-        "shrink-4L-192 (MiniLMv2 relations, then logit KD)": [(SHRINK, minilm, 5e-4, 0.5), (None, LOGIT, 5e-4, 0.5)],
+        "shrink-4L-192 (MiniLMv2 relations, then logit KD)": [
+            (SHRINK, minilm, 5e-4, 0.5),
+            (None, LOGIT, 5e-4, 0.5),
+        ],
     }
 
 
@@ -74,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", help="run only students whose name contains one of these words")
     ap.add_argument("--results-md", default="docs/results.md")
     ap.add_argument("--cache", action="store_true", help="use the teacher-output cache")
+    ap.add_argument(
+        "--augment", type=int, default=0, help="also run BiLSTM + Tang augmentation (N per input)"
+    )
     args = ap.parse_args(argv)
 
     from textdistill.demo import speed_of, teacher_base_path
@@ -105,13 +115,20 @@ def main(argv: list[str] | None = None) -> int:
         "parameters": teacher_eval["parameters"],
         "speed": speed_of(teacher_dir, data),
     }
-    for name, stages in students().items():
+    runs = students()
+    if args.augment:
+        steps_plain = -(-args.train_examples // 32) * args.student_epochs
+        bil = (StudentConfig(type="bilstm"), [LossTermConfig(name="kd_mse")], 1e-3, 1.0)
+        runs[f"bilstm (logit MSE) + Tang aug x{args.augment}, same epochs"] = [bil]
+        runs[f"bilstm (logit MSE) + Tang aug x{args.augment}, same steps"] = [bil + (int(steps_plain),)]
+    for name, stages in runs.items():
         if args.only and not any(w in name for w in args.only):
             continue
+        augment = {"method": "tang", "n_aug": args.augment} if "Tang aug" in name else None
         started = time.time()
         prev = None
-        for i, (student, objective, lr, share) in enumerate(stages):
-            slug = name.split(" ")[0] + "-" + "".join(c for c in name.split("(")[1] if c.isalnum())[:20]
+        for i, (student, objective, lr, share, *max_steps) in enumerate(stages):
+            slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")[:60]
             out = work / f"{slug}-stage{i + 1}"
             scfg = student if student is not None else StudentConfig(type="pretrained", path=str(prev))
             cfg = Config(
@@ -120,11 +137,22 @@ def main(argv: list[str] | None = None) -> int:
                 data=data,
                 objective=objective,
                 train=TrainConfig(
-                    epochs=args.student_epochs * share, batch_size=32, lr=lr, warmup_ratio=0.06, progress=False
+                    epochs=args.student_epochs * share,
+                    max_steps=max_steps[0] if max_steps else None,
+                    batch_size=32,
+                    lr=lr,
+                    warmup_ratio=0.06,
+                    progress=False,
+                    keep_checkpoints=0,
                 ),
                 output_dir=str(out),
                 overwrite=True,
+                report=False,
             )
+            if augment:
+                from textdistill.config.augment import AugmentConfig
+
+                cfg = replace(cfg, augment=AugmentConfig(**augment))
             if len(stages) > 1 and i == 0:
                 cfg = replace(cfg, train=replace(cfg.train, metric="last"))
             run = run_training(cfg, "distill")

@@ -1,0 +1,155 @@
+"""Where the time of a distillation epoch goes: teacher, student forward, backward, optimizer, data.
+
+Runs the same distill job twice in one invocation — live teacher, then teacher-output cache — and times
+the phases by wrapping them (class-level wrappers, no change to the loop):
+
+    teacher    LiveTeacher.__call__ / CachedTeacher.__call__ (the cache pass itself is reported apart)
+    student    the student's forward (HFClassifier / BiLSTM in train mode)
+    backward   Accelerator.backward
+    optimizer  AdamW.step
+    data       Collator.__call__ (padding and tensor building)
+
+Example:
+    python benchmarks/profile_distill.py --data ../shared/data/sst2 --teacher runs/bench-sst2/teacher/model \
+        --train-examples 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+TIMES: dict[str, float] = defaultdict(float)
+COUNTS: dict[str, int] = defaultdict(int)
+
+
+def timed(name: str, fn, predicate=None):
+    def wrapper(*args, **kwargs):
+        if predicate is not None and not predicate(*args, **kwargs):
+            return fn(*args, **kwargs)
+        t = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            TIMES[name] += time.perf_counter() - t
+            COUNTS[name] += 1
+
+    return wrapper
+
+
+@contextmanager
+def instrumented():
+    """Wrap the phases of the loop at class level; restore them afterwards."""
+    import accelerate
+
+    from textdistill.data.collate import Collator
+    from textdistill.models.bilstm import BiLSTMClassifier
+    from textdistill.models.hf import HFClassifier
+    from textdistill.training.distiller import Distiller, LiveTeacher
+    from textdistill.training.teacher_cache import CachedTeacher
+
+    patches = [
+        (LiveTeacher, "__call__", "teacher", None),
+        (CachedTeacher, "__call__", "teacher", None),
+        (HFClassifier, "forward", "student", lambda self, *a, **k: self.training),
+        (BiLSTMClassifier, "forward", "student", lambda self, *a, **k: self.training),
+        (accelerate.Accelerator, "backward", "backward", None),
+        (torch.optim.AdamW, "step", "optimizer", None),
+        (Collator, "__call__", "data", None),
+        (Distiller, "train_step", "step_total", None),
+        (Distiller, "evaluate", "evaluation", None),
+    ]
+    saved = [(cls, attr, getattr(cls, attr)) for cls, attr, _, _ in patches]
+    for cls, attr, name, pred in patches:
+        setattr(cls, attr, timed(name, getattr(cls, attr), pred))
+    try:
+        yield
+    finally:
+        for cls, attr, fn in saved:
+            setattr(cls, attr, fn)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from textdistill.config.schema import (
+        Config,
+        DataConfig,
+        LossTermConfig,
+        StudentConfig,
+        TeacherConfig,
+        TrainConfig,
+    )
+    from textdistill.training.runner import run_training
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--teacher", required=True)
+    ap.add_argument("--work", default="runs/profile")
+    ap.add_argument("--train-examples", type=int, default=2000)
+    ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--out", default="benchmarks/results/profile_distill.json")
+    args = ap.parse_args(argv)
+
+    data = DataConfig(
+        train=str(Path(args.data) / "train.tsv"),
+        dev=str(Path(args.data) / "dev.tsv"),
+        max_train_examples=args.train_examples,
+        max_eval_examples=200,
+        max_length=args.max_length,
+    )
+    results = {}
+    for label, cache in (("live teacher", False), ("teacher cache", True)):
+        TIMES.clear()
+        COUNTS.clear()
+        cfg = Config(
+            teacher=TeacherConfig(path=args.teacher, cache=cache, cache_dir=str(Path(args.work) / "cache")),
+            student=StudentConfig(
+                type="shrink", num_layers=4, hidden_size=192, num_heads=12, intermediate_size=768
+            ),
+            data=data,
+            objective=[LossTermConfig(name="kd_kl", params={"temperature": 2.0})],
+            train=TrainConfig(epochs=1, batch_size=32, lr=5e-4, progress=False, keep_checkpoints=0),
+            output_dir=str(Path(args.work) / label.replace(" ", "-")),
+            overwrite=True,
+            report=False,
+        )
+        t0 = time.perf_counter()
+        with instrumented():
+            run_training(cfg, "distill", quiet=True)
+        wall = time.perf_counter() - t0
+        steps = COUNTS["step_total"]
+        phases = {k: round(v, 2) for k, v in TIMES.items()}
+        inside = sum(TIMES[k] for k in ("teacher", "student", "backward", "optimizer"))
+        phases["step_other"] = round(TIMES["step_total"] - inside, 2)
+        results[label] = {"wall_s": round(wall, 1), "steps": steps, "phases_s": phases}
+        print(label, json.dumps(results[label]), flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(
+        json.dumps({"args": vars(args), "threads": torch.get_num_threads(), **results}, indent=2)
+    )
+    print(table(results))
+    return 0
+
+
+def table(results: dict) -> str:
+    keys = ["teacher", "student", "backward", "optimizer", "step_other", "data", "evaluation", "step_total"]
+    lines = ["| phase | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
+    for k in keys:
+        lines.append(
+            f"| {k} | " + " | ".join(f"{r['phases_s'].get(k, 0.0):.1f} s" for r in results.values()) + " |"
+        )
+    lines.append(
+        "| wall (run incl. load, cache pass, eval) | "
+        + " | ".join(f"{r['wall_s']:.1f} s" for r in results.values())
+        + " |"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
