@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 import types
@@ -11,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from conftest import make_sentiment_rows, write_tsv
-from textdistill.data.readers import Example, detect_format, read_examples, read_hf_dataset
+from textdistill.data.readers import (
+    Example,
+    detect_format,
+    find_undecodable_line,
+    read_examples,
+    read_hf_dataset,
+)
 from textdistill.errors import DataError
 
 
@@ -333,3 +340,254 @@ def test_hf_reader_maps_class_labels_and_checks_columns(monkeypatch):
         DataError, match=r"hf:glue/sst2\[validation\]: column 'text' not found.*'sentence', 'label', 'idx'"
     ):
         read_hf_dataset("glue", "sst2", "validation", text_column="text")
+
+
+# ---------------------------------------------------------------- encodings that used to escape
+
+
+def test_utf16_without_bom_is_a_data_error_naming_the_byte_order_fix(tmp_path):
+    path = write(tmp_path / "d.tsv", "sentence\tlabel\nhello\tpos\n")  # utf-8 bytes: no UTF-16 BOM
+    with pytest.raises(DataError) as exc:
+        read_examples(path, encoding="utf-16")
+    msg = str(exc.value)
+    assert msg.startswith(f"{path}, line 1: cannot decode the text as utf-16 (UTF-16 stream does not start")
+    assert "utf-16-le or utf-16-be" in msg and "data.encoding=latin-1" in msg
+    assert find_undecodable_line(path, "utf-16") == (1, b"")  # the codec names no bytes
+
+
+def test_utf16_with_bom_and_utf16le_without_bom_read_the_same_rows(tmp_path):
+    text = "sentence\tlabel\nh\u00e9llo w\u00f6rld\tpos\n\u65e5\u672c\tneg\n"
+    expected = [("h\u00e9llo w\u00f6rld", "pos"), ("\u65e5\u672c", "neg")]
+    with_bom = write(tmp_path / "bom.tsv", text, encoding="utf-16")  # Python writes a BOM for utf-16
+    assert with_bom.read_bytes()[:2] in (b"\xff\xfe", b"\xfe\xff")
+    res = read_examples(with_bom, encoding="utf-16")
+    assert [(e.text, e.label) for e in res.examples] == expected
+    le = write(tmp_path / "le.tsv", text, encoding="utf-16-le")
+    assert [(e.text, e.label) for e in read_examples(le, encoding="utf-16-le").examples] == expected
+
+
+@pytest.mark.parametrize("encoding", ["rot13", "base64", "hex", "zlib", "uu", "bz2", "quopri", "utf-8\x00"])
+def test_non_text_codecs_are_refused_by_name(tmp_path, encoding):
+    path = write(tmp_path / "d.tsv", "sentence\tlabel\nhello\tpos\n")
+    with pytest.raises(DataError) as exc:
+        read_examples(path, encoding=encoding)
+    msg = str(exc.value)
+    assert repr(encoding) in msg and str(path) in msg
+    assert "utf-8" in msg.split("Fix:")[1] and "latin-1" in msg.split("Fix:")[1]
+
+
+@pytest.mark.parametrize("encoding", ["punycode", "undefined"])
+def test_codecs_that_raise_plain_unicode_errors_are_data_errors(tmp_path, encoding):
+    path = write(tmp_path / "d.csv", "sentence,label\nhello,pos\n")
+    with pytest.raises(DataError) as exc:
+        read_examples(path, encoding=encoding)
+    msg = str(exc.value)
+    assert msg.startswith(f"{path}, line 1: cannot decode the text as {encoding} (")
+    assert "data.encoding=utf-8" in msg and "data.encoding=latin-1" in msg
+
+
+# ---------------------------------------------------------------- JSON Python cannot load, long CSV fields
+
+
+def test_jsonl_integer_over_python_digit_limit_names_the_line(tmp_path):
+    huge = "7" * 5000  # valid JSON; Python refuses to convert integers over 4300 digits
+    content = (
+        '{"sentence": "a", "label": 1}\n{"sentence": "b", "label": '
+        + huge
+        + '}\n{"sentence": "c", "label": 0}\n'
+    )
+    path = write(tmp_path / "d.jsonl", content)
+    with pytest.raises(DataError) as exc:
+        read_examples(path)
+    msg = str(exc.value)
+    assert msg.startswith(f"{path}, line 2: the JSON cannot be read (") and "4300" in msg
+    assert huge not in msg and "data.skip_bad_rows=true" in msg
+    res = read_examples(path, skip_bad_rows=True)
+    assert [(e.id, e.text) for e in res.examples] == [(0, "a"), (2, "c")]
+    assert res.skipped_reasons == Counter({"bad_json": 1})
+
+
+def test_jsonl_deep_nesting_names_the_line(tmp_path):
+    deep = "[" * 100_000 + "]" * 100_000
+    content = '{"sentence": "a", "label": 1}\n\n{"sentence": "b", "label": ' + deep + "}\n"
+    path = write(tmp_path / "d.jsonl", content)
+    with pytest.raises(DataError, match=f"^{path}, line 3: the JSON is nested too deeply"):
+        read_examples(path)
+    res = read_examples(path, skip_bad_rows=True)
+    assert [e.text for e in res.examples] == ["a"] and res.skipped_reasons == Counter({"bad_json": 1})
+
+
+def test_csv_fields_over_the_csv_module_default_limit_are_read(tmp_path):
+    old = csv.field_size_limit(1000)  # as if something had lowered it; the reader raises it again
+    try:
+        big = 'word, and "quoted"\nnext line ' * 20_000  # ~600k characters with commas, quotes, newlines
+        quoted = '"' + big.replace('"', '""') + '"'
+        path = write(tmp_path / "d.csv", f"sentence,label\n{quoted},pos\nshort,neg\n")
+        res = read_examples(path)
+        assert [e.text for e in res.examples] == [big, "short"]
+        assert [e.label for e in res.examples] == ["pos", "neg"] and res.lines == [
+            2,
+            20_003,
+        ]  # the record spans 20,001 lines
+        assert csv.field_size_limit() >= len(big)
+    finally:
+        csv.field_size_limit(old)
+
+
+# ---------------------------------------------------------------- augmented files: id and is_original columns
+
+
+def test_tsv_id_and_is_original_columns_are_honoured(tmp_path):
+    content = (
+        "id\tsentence\tlabel\tis_original\n"
+        "7\tgood film\tpos\ttrue\n"
+        "30\tgood movie\t\tfalse\n"  # augmented: no label, allowed although labels are required
+        "12\tbad film\tneg\t1\n"
+        "31\tbad movie\t\t0\n"
+        "13\tfine\tpos\tTRUE\n"
+    )
+    res = read_examples(write(tmp_path / "aug.tsv", content))
+    assert [(e.id, e.text, e.label, e.is_original) for e in res.examples] == [
+        (7, "good film", "pos", True),
+        (30, "good movie", None, False),
+        (12, "bad film", "neg", True),
+        (31, "bad movie", None, False),
+        (13, "fine", "pos", True),
+    ]
+    assert res.lines == [2, 3, 4, 5, 6]
+
+
+def test_csv_and_jsonl_id_and_is_original(tmp_path):
+    csv_path = write(tmp_path / "a.csv", 'is_original,text,label,id\nfalse,"new, words",,4\ntrue,old,x,0\n')
+    res = read_examples(csv_path, text_column="text")
+    assert [(e.id, e.text, e.label, e.is_original) for e in res.examples] == [
+        (4, "new, words", None, False),
+        (0, "old", "x", True),
+    ]
+    records = [
+        {"id": 0, "sentence": "a", "label": 2.5, "is_original": True},
+        {"id": 5, "sentence": "b", "label": None, "is_original": False},
+        {"id": 6.0, "sentence": "c", "label": "", "is_original": 0},  # pandas-style float id
+        {"id": "9", "sentence": "d", "label": "1", "is_original": "true"},
+    ]
+    path = write(tmp_path / "a.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    res = read_examples(path, regression=True)
+    assert [(e.id, e.label, e.is_original) for e in res.examples] == [
+        (0, 2.5, True),
+        (5, None, False),
+        (6, None, False),
+        (9, 1.0, True),
+    ]
+
+
+def test_an_original_row_still_needs_its_label(tmp_path):
+    content = "id\tsentence\tlabel\tis_original\n0\ta\tpos\ttrue\n1\tb\t\ttrue\n"
+    path = write(tmp_path / "a.tsv", content)
+    with pytest.raises(DataError, match=f"^{path}, line 3: label column 'label' is empty"):
+        read_examples(path)
+    # without an is_original column every row is an original, as before
+    path = write(tmp_path / "b.tsv", "id\tsentence\tlabel\n0\ta\tpos\n1\tb\t\n")
+    with pytest.raises(DataError, match=f"^{path}, line 3: label column 'label' is empty"):
+        read_examples(path)
+    res = read_examples(path, require_labels=False)
+    assert [(e.id, e.label, e.is_original) for e in res.examples] == [(0, "pos", True), (1, None, True)]
+
+
+@pytest.mark.parametrize("bad", ["-1", "1.5", "abc", "", " ", "\u0663", "9" * 25, "9223372036854775808"])
+def test_bad_tsv_ids_are_row_errors(tmp_path, bad):
+    path = write(tmp_path / "a.tsv", f"id\tsentence\tlabel\n0\tok\tpos\n{bad}\tb\tneg\n3\tc\tneg\n")
+    with pytest.raises(DataError) as exc:
+        read_examples(path)
+    msg = str(exc.value)
+    assert msg.startswith(f"{path}, line 3: column 'id' holds {bad[:40]!r}")
+    assert "non-negative integers" in msg and "data.skip_bad_rows=true" in msg
+    res = read_examples(path, skip_bad_rows=True)
+    assert [e.id for e in res.examples] == [0, 3] and res.skipped_reasons == Counter({"bad_id": 1})
+
+
+def test_largest_int64_id_is_accepted(tmp_path):
+    path = write(tmp_path / "a.tsv", "id\tsentence\tlabel\n9223372036854775807\tok\tpos\n 00042 \tb\tneg\n")
+    assert [e.id for e in read_examples(path).examples] == [2**63 - 1, 42]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [True, 1.5, -3, "x", None, 2**63, 10**4000, [1]],
+    ids=["bool", "float", "negative", "string", "null", "2**63", "4001-digits", "list"],
+)
+def test_bad_jsonl_ids_are_row_errors(tmp_path, bad):
+    records = [{"id": 0, "sentence": "a", "label": 1}, {"id": bad, "sentence": "b", "label": 1}]
+    path = write(tmp_path / "a.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(DataError) as exc:
+        read_examples(path)
+    msg = str(exc.value)
+    assert msg.startswith(f"{path}, line 2: column 'id' holds ") and len(msg) < 400
+    res = read_examples(path, skip_bad_rows=True)
+    assert [e.id for e in res.examples] == [0] and res.skipped_reasons == Counter({"bad_id": 1})
+
+
+@pytest.mark.parametrize("bad", ["yes", "2", "", "t"])
+def test_bad_is_original_values_are_row_errors(tmp_path, bad):
+    path = write(tmp_path / "a.tsv", f"sentence\tlabel\tis_original\na\tpos\ttrue\nb\t\t{bad}\n")
+    with pytest.raises(DataError) as exc:
+        read_examples(path)
+    assert str(exc.value).startswith(
+        f"{path}, line 3: column 'is_original' holds {bad!r}; expected true, false, 1 or 0."
+    )
+    res = read_examples(path, skip_bad_rows=True)
+    assert [e.text for e in res.examples] == ["a"] and res.skipped_reasons == Counter({"bad_value": 1})
+
+
+def test_duplicate_ids_raise_even_when_skipping(tmp_path):
+    content = "id\tsentence\tlabel\n3\ta\tpos\n4\tb\tneg\n\n3\tc\tneg\n"
+    path = write(tmp_path / "a.tsv", content)
+    for skip in (False, True):
+        with pytest.raises(DataError) as exc:
+            read_examples(path, skip_bad_rows=skip)
+        msg = str(exc.value)
+        assert msg.startswith(f"{path}, line 5: duplicate example id 3 (line 2 has it too)")
+        assert "renumber the 'id' column" in msg
+    # a skipped row does not claim its id
+    path = write(tmp_path / "b.tsv", "id\tsentence\tlabel\n3\t \tpos\n3\tb\tneg\n")
+    res = read_examples(path, skip_bad_rows=True)
+    assert [(e.id, e.text) for e in res.examples] == [(3, "b")] and res.lines == [3]
+
+
+def test_jsonl_first_record_decides_the_id_and_is_original_keys(tmp_path):
+    # the first record acts as the header: keys it lacks are not columns of the file
+    records = [{"sentence": "a", "label": 1}, {"sentence": "b", "label": None, "id": 9, "is_original": False}]
+    path = write(tmp_path / "a.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(DataError, match=f"^{path}, line 2: label column 'label' is empty"):
+        read_examples(path)
+    res = read_examples(path, require_labels=False)
+    assert [(e.id, e.is_original) for e in res.examples] == [(0, True), (1, True)]
+    # ... and keys it has are required in every record
+    records = [{"id": 0, "sentence": "a", "label": 1, "is_original": True}, {"sentence": "b", "label": 2}]
+    path = write(tmp_path / "b.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(DataError, match=f"^{path}, line 2: key 'is_original' is missing"):
+        read_examples(path)
+    res = read_examples(path, skip_bad_rows=True)
+    assert [e.text for e in res.examples] == ["a"] and res.skipped_reasons == Counter({"missing_key": 1})
+
+
+def test_a_column_configured_as_text_or_label_keeps_that_role(tmp_path):
+    path = write(tmp_path / "a.tsv", "sentence\tid\n hello\tx7\nbye\tx8\n")
+    res = read_examples(path, label_column="id")
+    assert [(e.id, e.label) for e in res.examples] == [(0, "x7"), (1, "x8")]
+
+
+def test_augmented_files_read_back_as_augmentation_made_them(tmp_path):
+    """Round trip through the real writer: augment_to_file's TSV and JSONL give back its examples."""
+    from textdistill.data.augment import AugmentConfig, augment_to_file
+    from textdistill.data.augment.core import augment_examples
+
+    rows = [("a good film indeed", "pos"), ("a dull and bad plot", "neg"), ("fine acting , weak end", "pos")]
+    train = write(tmp_path / "train.tsv", "sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows))
+    cfg = AugmentConfig(method="tang", n_aug=4, p_mask=0.5, p_pos=0.0, p_ng=0.2, seed=3)
+    expected = augment_examples(read_examples(train).examples, cfg, tokenizer=None)
+    assert any(not e.is_original for e in expected)
+    for name in ("aug.tsv", "aug.jsonl"):
+        augment_to_file(train, tmp_path / name, cfg)
+        back = read_examples(tmp_path / name)  # labels required: only the new rows may lack one
+        assert back.examples == expected, name
+        assert [e.id for e in back.examples] != sorted(e.id for e in back.examples)  # ids from the file

@@ -174,3 +174,71 @@ def test_demo_corpus_loads_three_classes():
     assert data.label_map.names == ("negative", "neutral", "positive")
     assert len(data.train) == 200 and len(data.dev) == round(38158 * 0.1)
     assert set(data.stats["train"]["label_counts"]) == {"negative", "neutral", "positive"}
+
+
+# ---------------------------------------------------------------- augmented training files
+
+
+def _augmented_file(path: Path, n: int, variants: int = 2) -> Path:
+    """Originals ``o<i>`` (ids 0..n-1, labels alternating) each followed by its unlabelled variants
+    ``v<i>-<k>`` with ids after the originals, in augmentation's layout."""
+    lines = ["id\tsentence\tlabel\tis_original"]
+    for i in range(n):
+        lines.append(f"{i}\to{i} words\t{'positive' if i % 2 else 'negative'}\ttrue")
+        lines += [f"{n + i * variants + k}\tv{i}-{k} words\t\tfalse" for k in range(variants)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_augmented_train_rows_keep_no_label_and_stay_out_of_the_label_map(tmp_path):
+    train = _augmented_file(tmp_path / "train_aug.tsv", 4)
+    data = load_task_data(DataConfig(train=str(train)))
+    assert data.label_map.names == ("negative", "positive") and data.label_map.source == "train"
+    assert len(data.train) == 12
+    assert [e.id for e in data.train] == [0, 4, 5, 1, 6, 7, 2, 8, 9, 3, 10, 11]
+    assert [(e.label, e.is_original) for e in data.train[:3]] == [
+        ("negative", True),
+        (None, False),
+        (None, False),
+    ]
+    assert data.stats["train"]["label_counts"] == {"negative": 2, "positive": 2}
+    # with the teacher's named map too
+    data = load_task_data(DataConfig(train=str(train)), teacher_id2label=NAMED)
+    assert data.label_map.source == "teacher" and len(data.train) == 12
+
+
+def test_the_recipe_probe_for_augmented_rows_passes():
+    from textdistill.pipeline.recipe import augmented_rows_supported
+
+    assert augmented_rows_supported() is True
+
+
+def test_all_rows_augmented_without_configured_labels_is_an_error(tmp_path):
+    train = tmp_path / "t.jsonl"
+    train.write_text('{"sentence": "a b", "label": null, "is_original": false}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=f"{train}: no training example has a label.*data.labels"):
+        load_task_data(DataConfig(train=str(train)))
+    data = load_task_data(DataConfig(train=str(train), labels=["negative", "positive"]))
+    assert data.label_map.names == ("negative", "positive") and data.train[0].label is None
+
+
+def test_dev_fraction_of_an_augmented_file_carves_originals_and_drops_their_variants(tmp_path):
+    n = 20
+    aug = _augmented_file(tmp_path / "train_aug.tsv", n)
+    plain = write_tsv(
+        tmp_path / "train.tsv", [(f"o{i} words", "positive" if i % 2 else "negative") for i in range(n)]
+    )
+    data = load_task_data(DataConfig(train=str(aug), dev_fraction=0.25), seed=7)
+    dev_ids = [e.id for e in data.dev]
+    # the same originals go to dev as when the file had no augmented rows (same seed)
+    assert dev_ids == [
+        e.id for e in load_task_data(DataConfig(train=str(plain), dev_fraction=0.25), seed=7).dev
+    ]
+    assert len(dev_ids) == 5 and all(e.is_original and e.label is not None for e in data.dev)
+    train_originals = {e.id for e in data.train if e.is_original}
+    assert train_originals == set(range(n)) - set(dev_ids)
+    # every variant of a training original is kept, in file order; no variant of a dev original is trained on
+    full = load_task_data(DataConfig(train=str(aug))).train
+    parent = {e.id: e.id if e.is_original else (e.id - n) // 2 for e in full}  # ids of _augmented_file
+    assert data.train == [e for e in full if parent[e.id] in train_originals]
+    assert len(data.train) == 15 * 3

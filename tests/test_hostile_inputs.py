@@ -45,9 +45,9 @@ SETTINGS = settings(
         HealthCheck.data_too_large,
     ],
 )
-# utf-16 is left out: without a BOM its decoder raises a plain UnicodeError that escapes (known bug below)
 ENCODINGS = [
     "utf-8",
+    "utf-16",
     "utf-8-sig",
     "latin-1",
     "cp1252",
@@ -106,7 +106,7 @@ def check_read_result(res: ReadResult, *, regression: bool, require_labels: bool
     assert res.lines == sorted(res.lines) and all(n >= 1 for n in res.lines)
     assert res.skipped == sum(res.skipped_reasons.values())
     ids = [e.id for e in res.examples]
-    assert ids == sorted(set(ids))
+    assert len(set(ids)) == len(ids)  # unique; files with an id column (augmented data) need not be sorted
     for e in res.examples:
         assert isinstance(e.text, str) and e.text.strip()
         if pair:
@@ -192,8 +192,8 @@ def test_reader_wrong_columns_and_fields(tmp_path, header, rows, sep, newline, o
     read(path, fmt, "utf-8", opts)
 
 
-# JSON values of every type. Integers stay below Python's 4300-digit str limit and nesting stays shallow:
-# both limits are known bugs (see the xfail tests at the end).
+# JSON values of every type; integers over Python's 4300-digit limit and deep nesting come as raw lines in
+# json_lines (json.dumps cannot write the former, and recursive strategies stay shallow).
 json_values = st.recursive(
     st.none()
     | st.booleans()
@@ -211,6 +211,12 @@ json_lines = st.one_of(
     json_records.map(json.dumps),  # NaN/Infinity included: Python's json writes and reads them
     json_values.map(json.dumps),  # not an object
     st.text(max_size=40),  # not JSON
+    st.sampled_from(
+        [
+            '{"sentence": "a", "label": ' + "1" * 5000 + "}",  # over the 4300-digit int limit
+            '{"sentence": "a", "label": ' + "[" * 100_000 + "]" * 100_000 + "}",  # RecursionError
+        ]
+    ),
 )
 
 
@@ -224,7 +230,7 @@ def test_reader_jsonl_wrong_types(tmp_path, lines, opts):
 
 @pytest.mark.parametrize("fmt", ["tsv", "csv", "jsonl"])
 def test_reader_huge_line(tmp_path, fmt):
-    """A 2-million-character text field: read correctly (TSV, JSONL) or refused with a DataError (CSV)."""
+    """A 2-million-character text field is read correctly in every format."""
     big = "good " * 400_000
     path = tmp_path / f"data.{fmt}"
     if fmt == "tsv":
@@ -236,12 +242,8 @@ def test_reader_huge_line(tmp_path, fmt):
             json.dumps({"sentence": big, "label": "pos"}) + '\n{"sentence": "short", "label": "neg"}\n'
         )
     res = outcome(lambda: read_examples(path), DataError)
-    if fmt == "csv":
-        # the csv module refuses fields over csv.field_size_limit() (128 KiB); reported to the lead
-        assert isinstance(res, DataError) and "field larger than field limit" in str(res)
-    else:
-        assert [e.text for e in res.examples] == [big, "short"]
-        assert [e.label for e in res.examples] == ["pos", "neg"]
+    assert [e.text for e in res.examples] == [big, "short"]
+    assert [e.label for e in res.examples] == ["pos", "neg"]
 
 
 def test_reader_many_lines(tmp_path):
@@ -399,14 +401,12 @@ def known(*raises: type[BaseException]):
     )
 
 
-@known(UnicodeError)
 def test_known_bug_bomless_utf16_escapes_as_unicode_error(tmp_path):
     path = tmp_path / "d.tsv"
     path.write_text("sentence\tlabel\nhello\tpos\n", encoding="utf-8")  # no BOM: the utf-16 decoder raises
     outcome(lambda: read_examples(path, encoding="utf-16"))  # UnicodeError (not UnicodeDecodeError)
 
 
-@known(LookupError, ValueError, UnicodeError)
 @pytest.mark.parametrize("encoding", ["rot13", "base64", "utf-8\x00", "punycode", "undefined"])
 def test_known_bug_non_text_codecs_escape(tmp_path, encoding):
     assert codecs.lookup(encoding.replace("\x00", "")) is not None
@@ -415,14 +415,12 @@ def test_known_bug_non_text_codecs_escape(tmp_path, encoding):
     outcome(lambda: read_examples(path, encoding=encoding))  # LookupError / ValueError / UnicodeError
 
 
-@known(ValueError)
 def test_known_bug_jsonl_integer_over_4300_digits(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text('{"sentence": "a", "label": ' + "1" * 5000 + "}\n")
     outcome(lambda: read_examples(path))  # ValueError from json.loads (int max str digits)
 
 
-@known(RecursionError)
 def test_known_bug_jsonl_deep_nesting(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text('{"sentence": "a", "label": ' + "[" * 100_000 + "]" * 100_000 + "}\n")

@@ -3,14 +3,20 @@
 Every reader returns a :class:`ReadResult`: the examples, plus what was skipped and why. Bad input raises a
 :class:`~textdistill.errors.DataError` whose message names the file, the line, the column and the fix; with
 ``skip_bad_rows`` the row-level problems (wrong field count, empty text or label, non-numeric regression
-label, invalid JSON line) are counted and skipped instead. File-level problems (missing file, wrong
-encoding, missing column, no rows at all) always raise: skipping cannot repair them.
+label, invalid JSON line, bad ``id`` / ``is_original`` value) are counted and skipped instead. File-level
+problems (missing file, wrong encoding, missing column, duplicate ids, no rows at all) always raise: skipping
+cannot repair them.
+
+Files written by data augmentation (``textdistill.data.augment``) carry two more columns, honoured when the
+file has them: ``id`` (the example id) and ``is_original`` (False for a new, unlabelled example). See
+:func:`read_examples`.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import io
 import json
 import math
 import os
@@ -29,6 +35,21 @@ _EXTENSIONS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "json
 _SKIP_HINT = "Fix or remove the row, or set data.skip_bad_rows=true to skip such rows (they are counted)."
 _MAX_SKIP_MESSAGES = 5
 _MISSING = object()  # a JSONL record without the key (distinct from an explicit null)
+_ABSENT = object()  # the file has no such column at all (id / is_original): use the default
+ID_COLUMN = "id"
+"""Optional column holding the example id (written by augmentation); honoured when the file has it."""
+IS_ORIGINAL_COLUMN = "is_original"
+"""Optional column telling original from augmented examples (written by augmentation)."""
+_MAX_ID = 2**63 - 1  # ids travel as int64 tensors (collate, teacher cache)
+_TRUE = frozenset({"true", "1"})
+_FALSE = frozenset({"false", "0"})
+# The csv module refuses fields over csv.field_size_limit() (128 KiB by default) as "field larger than field
+# limit"; a long document is not malformed, so raise the process-wide limit (never lower it). 2**31 - 1 fits
+# the C long the setting is stored in on every platform (sys.maxsize overflows on Windows).
+_CSV_FIELD_LIMIT = 2**31 - 1
+_ENCODING_FIX = (
+    "Fix: set data.encoding to the file's text encoding, e.g. utf-8, or latin-1 (it decodes any byte)."
+)
 
 
 @dataclass
@@ -36,9 +57,10 @@ class Example:
     """One labelled (or unlabelled) text example.
 
     Attributes:
-        id: stable identifier: the 0-based index of the data row in file order (header and blank lines
-            excluded, skipped rows included), so ids do not move when bad rows are skipped. Augmented
-            examples get fresh ids from their creator.
+        id: stable identifier: the value of the file's ``id`` column when it has one (augmented files),
+            else the 0-based index of the data row in file order (header and blank lines excluded, skipped
+            rows included), so ids do not move when bad rows are skipped. Augmented examples get fresh ids
+            from their creator.
         text: the text (or the first text of a pair), verbatim.
         text_pair: the second text of a pair, or None for single-text tasks.
         label: class name (``str``; integer labels are kept as their string, e.g. ``"1"``), a ``float`` for
@@ -61,7 +83,7 @@ class ReadResult:
         examples: the examples that were read, in file order.
         skipped: number of rows skipped (only with ``skip_bad_rows``).
         skipped_reasons: skipped rows per reason (``wrong_field_count``, ``empty_text``, ``empty_label``,
-            ``non_numeric_label``, ``bad_json``, ``missing_key``, ``bad_value``).
+            ``non_numeric_label``, ``bad_json``, ``missing_key``, ``bad_value``, ``bad_id``).
         source: the file path (or ``hf:name/subset[split]``) the examples came from, for messages.
         lines: 1-based line (row for HF) of each example in ``source``, parallel to ``examples``; used to
             point at the offending line when a label turns out to be unknown.
@@ -104,13 +126,41 @@ class _Columns:
             out.append((self.label, "data.label_column"))
         return out
 
-    def make(self, idx: int, where: str, text: Any, pair: Any, label: Any) -> Example:
-        """Build an Example from raw values; ``_MISSING`` marks an absent JSONL key."""
+    def meta_columns(self, names: Iterable[str]) -> tuple[bool, bool]:
+        """Whether a file with these columns has an ``id`` and an ``is_original`` column to honour.
+
+        A column already configured as text, pair or label keeps that role only.
+        """
+        taken = {self.text, self.text_pair, self.label}
+        present = set(names)
+        return (
+            ID_COLUMN in present and ID_COLUMN not in taken,
+            IS_ORIGINAL_COLUMN in present and IS_ORIGINAL_COLUMN not in taken,
+        )
+
+    def make(
+        self,
+        idx: int,
+        where: str,
+        text: Any,
+        pair: Any,
+        label: Any,
+        id_value: Any = _ABSENT,
+        is_original: Any = _ABSENT,
+    ) -> Example:
+        """Build an Example from raw values.
+
+        ``_MISSING`` marks an absent JSONL key; ``_ABSENT`` for ``id_value`` / ``is_original`` means the file
+        has no such column (the row index and True are used).
+        """
+        original = True if is_original is _ABSENT else _is_original(where, is_original)
         return Example(
-            id=idx,
+            id=idx if id_value is _ABSENT else _example_id(where, id_value),
             text=self._text(where, self.text, text),
             text_pair=None if self.text_pair is None else self._text(where, self.text_pair, pair),
-            label=self._label(where, label),
+            # an augmented example has no hard label (the teacher labels it), so it may leave it empty
+            label=self._label(where, label, required=self.require_labels and original),
+            is_original=original,
         )
 
     @staticmethod
@@ -127,10 +177,10 @@ class _Columns:
             )
         return value  # verbatim: no stripping, the tokenizer decides what whitespace means
 
-    def _label(self, where: str, value: Any) -> str | float | None:
+    def _label(self, where: str, value: Any, required: bool) -> str | float | None:
         col = self.label
         if value is _MISSING or value is None or (isinstance(value, str) and not value.strip()):
-            if not self.require_labels:
+            if not required:
                 return None
             if value is _MISSING:
                 raise _RowError("missing_key", f"{where}: key {col!r} (the label) is missing. {_SKIP_HINT}")
@@ -168,12 +218,65 @@ class _Columns:
         )
 
 
+def _example_id(where: str, value: Any) -> int:
+    """The value of an ``id`` column: a non-negative integer that fits int64 (JSON int or digit string)."""
+    number: int | None = None
+    if value is _MISSING:
+        raise _RowError("missing_key", f"{where}: key {ID_COLUMN!r} is missing. {_SKIP_HINT}")
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)  # pandas writes integer columns with gaps as floats
+    elif isinstance(value, str):
+        digits = value.strip()
+        # isascii: int() would also accept other scripts' digits; the length bound keeps int() clear of
+        # Python's 4300-digit conversion limit (any longer value is out of range anyway)
+        if digits.isascii() and digits.isdigit() and len(digits) <= 20:
+            number = int(digits)
+    if number is None or not 0 <= number <= _MAX_ID:
+        raise _RowError(
+            "bad_id",
+            f"{where}: column {ID_COLUMN!r} holds {_short(value)}; example ids must be non-negative integers "
+            f"(below 2**63). Fix the id, or rename the column if it is not an example id (then rows are "
+            f"numbered by position). {_SKIP_HINT}",
+        )
+    return number
+
+
+def _is_original(where: str, value: Any) -> bool:
+    """The value of an ``is_original`` column: true/false/1/0 (any case; JSON booleans or 0/1)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+    if value is _MISSING:
+        raise _RowError("missing_key", f"{where}: key {IS_ORIGINAL_COLUMN!r} is missing. {_SKIP_HINT}")
+    raise _RowError(
+        "bad_value",
+        f"{where}: column {IS_ORIGINAL_COLUMN!r} holds {_short(value)}; expected true, false, 1 or 0. {_SKIP_HINT}",
+    )
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters (a JSON integer may have thousands of digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**limit:
+        # no str(): Python refuses to print integers over 4300 digits
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class _Collector:
     """Accumulates examples, or raises / counts row errors depending on ``skip_bad_rows``."""
 
     def __init__(self, source: str, skip_bad_rows: bool):
         self.result = ReadResult(examples=[], source=source)
         self.skip_bad_rows = skip_bad_rows
+        self._id_lines: dict[int, int] = {}  # id -> line of the kept example that has it
 
     def add(self, line: int, build: Callable[[], Example]) -> None:
         """Call ``build()`` and keep its Example; on a row error raise or count it."""
@@ -187,6 +290,14 @@ class _Collector:
             if len(self.result.skip_messages) < _MAX_SKIP_MESSAGES:
                 self.result.skip_messages.append(err.message)
             return
+        first = self._id_lines.setdefault(example.id, line)
+        if first != line:
+            # not a row error: which of the two rows is right cannot be told, so skipping cannot repair it
+            raise DataError(
+                f"{self.result.source}, line {line}: duplicate example id {example.id} (line {first} has it "
+                f"too); ids must be unique (the teacher cache and augmentation key examples by id). Fix: "
+                f"renumber the {ID_COLUMN!r} column, or rename it to number the rows by position."
+            )
         self.result.examples.append(example)
         self.result.lines.append(line)
 
@@ -248,6 +359,14 @@ def read_examples(
 
     Blank lines are ignored. A UTF-8 byte-order mark at the start of the file is dropped.
 
+    Files written by data augmentation have two more columns (keys), honoured only when the file has them
+    (for JSONL: when the first record has them, as for the other keys):
+
+    - ``id``: the example id (a non-negative integer, unique in the file) instead of the row index;
+    - ``is_original``: ``true``/``false``/``1``/``0``. A row with ``is_original`` false may leave its
+      label empty (it gets ``label=None``) even with ``require_labels``: augmented examples are labelled by
+      the teacher.
+
     Args:
         path: the file.
         format: ``auto`` (by extension), ``tsv``, ``csv`` or ``jsonl``.
@@ -258,30 +377,48 @@ def read_examples(
         skip_bad_rows: skip (and count) rows with a row-level problem instead of raising.
         regression: parse labels as finite floats.
         require_labels: when False a missing label column or empty label gives ``label=None``
-            (unlabelled test sets).
+            (unlabelled test sets); when True only rows with ``is_original`` false may lack a label.
 
     Returns:
         The examples with their line numbers and the skip counts.
 
     Raises:
-        DataError: missing/unreadable file, undecodable bytes, missing column, empty data set, or (without
-            ``skip_bad_rows``) the first bad row. The message names the file, the line and the fix.
+        DataError: missing/unreadable file, unknown or non-text encoding, undecodable bytes, missing
+            column, duplicate ids, empty data set, or (without ``skip_bad_rows``) the first bad row. The
+            message names the file, the line and the fix.
     """
     fmt = detect_format(path, format)
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise DataError(
-            f"unknown text encoding {encoding!r} for {path}. Fix: set data.encoding to e.g. utf-8 or latin-1."
-        ) from None
+    _check_encoding(path, encoding)
     cols = _Columns(text_column, text_pair_column, label_column, regression, require_labels)
     collector = _Collector(str(path), skip_bad_rows)
     reader = {"tsv": _read_tsv, "csv": _read_csv, "jsonl": _read_jsonl}[fmt]
     try:
         what = reader(Path(path), encoding, cols, collector)
-    except UnicodeDecodeError as err:
+    except UnicodeError as err:
+        # UnicodeDecodeError for bad bytes; a plain UnicodeError from stateful codecs (utf-16 without a
+        # byte-order mark, punycode, idna, undefined) that cannot say which bytes
         raise _decode_error(Path(path), encoding, err) from None
     return collector.finish(what)
+
+
+def _check_encoding(path: str | os.PathLike[str], encoding: str) -> None:
+    """Refuse an encoding ``open()`` would refuse, before touching the file.
+
+    ``codecs.lookup`` raises ValueError (not LookupError) for a name with a NUL, and it also knows
+    bytes-to-bytes codecs (base64, rot13, zlib, hex...) that ``open()`` then rejects with a LookupError; a
+    text wrapper over an empty buffer runs exactly ``open()``'s checks.
+    """
+    try:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError, ValueError):
+        raise DataError(f"unknown text encoding {encoding!r} for {path}. {_ENCODING_FIX}") from None
+    try:
+        io.TextIOWrapper(io.BytesIO(), encoding=encoding)
+    except (LookupError, ValueError):
+        raise DataError(
+            f"data encoding {encoding!r} for {path} is not a text encoding (a bytes-to-bytes codec such as "
+            f"base64 or rot13, or an invalid name). {_ENCODING_FIX}"
+        ) from None
 
 
 def _open(path: Path, encoding: str, newline: str | None) -> TextIO:
@@ -340,18 +477,21 @@ def _read_tsv(path: Path, encoding: str, cols: _Columns, out: _Collector) -> str
             return "the file is empty; a header line is required"
         header = first[1].split("\t")
         index = _header_index(path, header, first[1], cols, "tsv")
+        meta = cols.meta_columns(header)
         width = len(header)
         idx = 0
         for lineno, line in lines:
             if not line:
                 continue
             fields = line.split("\t")  # QUOTE_NONE: quotes are ordinary characters
-            out.add(lineno, _row_builder(path, lineno, idx, fields, width, header, index, cols, "tab"))
+            out.add(lineno, _row_builder(path, lineno, idx, fields, width, header, index, cols, meta, "tab"))
             idx += 1
     return "only a header line, no data rows"
 
 
 def _read_csv(path: Path, encoding: str, cols: _Columns, out: _Collector) -> str:
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)
     with _open(path, encoding, "") as f:  # newline="" is what the csv module requires
         reader = csv.reader(f)
         try:
@@ -363,6 +503,7 @@ def _read_csv(path: Path, encoding: str, cols: _Columns, out: _Collector) -> str
         if header:
             header[0] = header[0].lstrip("\ufeff")
         index = _header_index(path, header, ",".join(header), cols, "csv")
+        meta = cols.meta_columns(header)
         width = len(header)
         idx = 0
         while True:
@@ -377,7 +518,7 @@ def _read_csv(path: Path, encoding: str, cols: _Columns, out: _Collector) -> str
                 ) from None
             if not fields:
                 continue
-            out.add(start, _row_builder(path, start, idx, fields, width, header, index, cols, "comma"))
+            out.add(start, _row_builder(path, start, idx, fields, width, header, index, cols, meta, "comma"))
             idx += 1
     return "only a header line, no data rows"
 
@@ -391,6 +532,7 @@ def _row_builder(
     header: list[str],
     index: dict[str, int],
     cols: _Columns,
+    meta: tuple[bool, bool],
     sep: str,
 ) -> Callable[[], Example]:
     where = f"{path}, line {lineno}"
@@ -407,7 +549,11 @@ def _row_builder(
         def get(column: str | None) -> Any:
             return None if column is None or column not in index else fields[index[column]]
 
-        return cols.make(idx, where, get(cols.text), get(cols.text_pair), get(cols.label))
+        id_value = fields[index[ID_COLUMN]] if meta[0] else _ABSENT
+        is_original = fields[index[IS_ORIGINAL_COLUMN]] if meta[1] else _ABSENT
+        return cols.make(
+            idx, where, get(cols.text), get(cols.text_pair), get(cols.label), id_value, is_original
+        )
 
     return build
 
@@ -416,15 +562,25 @@ def _read_jsonl(path: Path, encoding: str, cols: _Columns, out: _Collector) -> s
     with _open(path, encoding, "\n") as f:
         idx = 0
         checked_keys = False
+        meta = (False, False)
         for lineno, line in _lines(f):
             if not line.strip():
                 continue
             where = f"{path}, line {lineno}"
             record: Any = None
+            message = ""
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 message = f"{where}: not valid JSON ({err.msg} at column {err.colno}). {_SKIP_HINT}"
+            except ValueError as err:  # valid syntax Python refuses: an integer over 4300 digits
+                message = f"{where}: the JSON cannot be read ({err}). {_SKIP_HINT}"
+            except RecursionError:
+                message = (
+                    f"{where}: the JSON is nested too deeply for Python's parser (recursion limit). "
+                    f"{_SKIP_HINT}"
+                )
+            if message:
                 out.add(lineno, _raiser(_RowError("bad_json", message)))
                 idx += 1
                 continue
@@ -438,15 +594,23 @@ def _read_jsonl(path: Path, encoding: str, cols: _Columns, out: _Collector) -> s
                 for column, key in cols.required():
                     if column not in record:
                         raise _missing_column(path, column, key, list(record), "jsonl", "")
+                meta = cols.meta_columns(record)
                 checked_keys = True
 
-            def build(record: dict[str, Any] = record, where: str = where, idx: int = idx) -> Example:
+            def build(
+                record: dict[str, Any] = record,
+                where: str = where,
+                idx: int = idx,
+                meta: tuple[bool, bool] = meta,
+            ) -> Example:
                 return cols.make(
                     idx,
                     where,
                     record.get(cols.text, _MISSING),
                     None if cols.text_pair is None else record.get(cols.text_pair, _MISSING),
                     record.get(cols.label, _MISSING),
+                    record.get(ID_COLUMN, _MISSING) if meta[0] else _ABSENT,
+                    record.get(IS_ORIGINAL_COLUMN, _MISSING) if meta[1] else _ABSENT,
                 )
 
             out.add(lineno, build)
@@ -461,21 +625,31 @@ def _raiser(err: _RowError) -> Callable[[], Example]:
     return build
 
 
-def _decode_error(path: Path, encoding: str, err: UnicodeDecodeError) -> DataError:
-    """Locate the first undecodable line (a second, binary pass: the text reader decodes in chunks)."""
+def _decode_error(path: Path, encoding: str, err: UnicodeError) -> DataError:
+    """Locate the first undecodable line (a second, binary pass: the text reader decodes in chunks).
+
+    ``err`` is a UnicodeDecodeError (which names the bytes) or a plain UnicodeError (which does not).
+    """
     lineno, bad = find_undecodable_line(path, encoding)
     where = f"{path}, line {lineno}" if lineno else str(path)
-    shown = bad.hex(" ") if bad else err.object[err.start : err.end].hex(" ")
+    if not bad and isinstance(err, UnicodeDecodeError):
+        bad = err.object[err.start : err.end]
+    what = f"bytes {bad[:16].hex(' ')}" if bad else "the text"
+    reason = getattr(err, "reason", None) or str(err) or type(err).__name__
+    hint = ""
+    if "BOM" in reason:
+        hint = " A file without a byte-order mark needs its byte order named: utf-16-le or utf-16-be."
     return DataError(
-        f"{where}: cannot decode bytes {shown} as {encoding} ({err.reason}). Fix: set data.encoding to the "
-        f"file's encoding, e.g. data.encoding=latin-1 (it decodes any byte) or cp1252."
+        f"{where}: cannot decode {what} as {encoding} ({reason}).{hint} Fix: set data.encoding to the "
+        f"file's encoding, e.g. data.encoding=utf-8, or data.encoding=latin-1 (it decodes any byte) or cp1252."
     )
 
 
 def find_undecodable_line(path: Path, encoding: str) -> tuple[int | None, bytes]:
     """The 1-based line holding the first bytes that ``encoding`` cannot decode, and those bytes.
 
-    Returns ``(None, b"")`` when the whole file decodes.
+    Returns ``(None, b"")`` when the whole file decodes, and empty bytes with the line when the codec
+    raises a plain UnicodeError that does not say which bytes (utf-16 without a byte-order mark, punycode).
     """
     decoder = codecs.getincrementaldecoder(encoding)()
     lineno = 0
@@ -483,13 +657,21 @@ def find_undecodable_line(path: Path, encoding: str) -> tuple[int | None, bytes]
         for lineno, raw in enumerate(f, start=1):
             try:
                 decoder.decode(raw)
-            except UnicodeDecodeError as err:
-                return lineno, err.object[err.start : err.end]
+            except UnicodeError as err:
+                return lineno, _bad_bytes(err)
         try:
             decoder.decode(b"", final=True)
-        except UnicodeDecodeError as err:
-            return lineno, err.object[err.start : err.end]
+        except UnicodeError as err:
+            return lineno, _bad_bytes(err)
     return None, b""
+
+
+def _bad_bytes(err: UnicodeError) -> bytes:
+    """The bytes a decoding error points at (empty when the error carries none)."""
+    obj = getattr(err, "object", None)
+    if isinstance(obj, (bytes, bytearray)) and isinstance(getattr(err, "start", None), int):
+        return bytes(obj[err.start : err.end])  # type: ignore[attr-defined]
+    return b""
 
 
 def read_hf_dataset(

@@ -64,6 +64,12 @@ def load_task_data(
     ``max_eval_examples`` examples, in file order (a random subset rather than the first N: files are often
     sorted by label).
 
+    A train file written by data augmentation holds unlabelled rows with ``is_original`` false (see
+    :func:`~textdistill.data.readers.read_examples`): they are kept (the teacher labels them) but take no
+    part in the label map. A ``dev_fraction`` carve-out draws dev examples from the originals only, and
+    drops the augmented rows that follow a carved original in the file (augmentation writes each original
+    followed by its variants), so that no variant of a dev example is trained on.
+
     Args:
         cfg: the data section of the config.
         teacher_id2label: the teacher's ``id2label`` (None: no teacher, e.g. for a plain fine-tune).
@@ -142,7 +148,15 @@ def load_task_data(
         if cfg.labels is not None:
             # point at the first offending train line before the map-level checks
             check_labels(train_r, LabelMap(tuple(str(x) for x in cfg.labels), source="config"))
-        label_map = resolve_label_map([str(e.label) for e in train_r.examples], cfg.labels, teacher_id2label)
+        # augmented rows have no hard label: the map comes from the labelled rows only
+        train_labels = [str(e.label) for e in train_r.examples if e.label is not None]
+        label_map = resolve_label_map(train_labels, cfg.labels, teacher_id2label)
+        if not label_map.names:
+            raise DataError(
+                f"{train_r.source}: no training example has a label (every row is an augmented one), so "
+                f"the classes are unknown. Fix: set data.labels to the class names, or give a teacher "
+                f"whose config names its classes."
+            )
         for result in (train_r, dev_r, test_r):
             if result is not None:
                 check_labels(result, label_map)
@@ -188,19 +202,34 @@ def load_task_data(
 def _carve(
     examples: list[Example], fraction: float, seed: int, source: str
 ) -> tuple[list[Example], list[Example]]:
-    """Split off a seeded random ``fraction`` as dev; both parts keep file order."""
-    n = len(examples)
+    """Split off a seeded random ``fraction`` of the original examples as dev; both parts keep file order.
+
+    Augmented examples (``is_original`` False) never go to dev (they have no label); those that follow a
+    dev original in file order are its variants and are dropped, so no dev example leaks into training.
+    """
+    originals = [i for i, e in enumerate(examples) if e.is_original]
+    n = len(originals)
     k = max(1, round(n * fraction))
     if k >= n:
         raise DataError(
-            f"{source}: cannot carve a dev set of fraction {fraction} out of {n} training examples and keep "
-            f"any for training. Fix: give a dev file (data.dev) or a smaller data.dev_fraction."
+            f"{source}: cannot carve a dev set of fraction {fraction} out of {n} original training examples "
+            f"and keep any for training. Fix: give a dev file (data.dev) or a smaller data.dev_fraction."
         )
     order = list(range(n))
     random.Random(f"{seed}:dev_fraction").shuffle(order)
-    dev_idx = set(order[:k])
-    train = [e for i, e in enumerate(examples) if i not in dev_idx]
-    dev = [e for i, e in enumerate(examples) if i in dev_idx]
+    dev_idx = {originals[j] for j in order[:k]}
+    train: list[Example] = []
+    dev: list[Example] = []
+    in_dev = False  # whether the last original seen went to dev (its variants follow it)
+    for i, e in enumerate(examples):
+        if e.is_original:
+            in_dev = i in dev_idx
+            (dev if in_dev else train).append(e)
+        elif not in_dev:
+            train.append(e)
+    dropped = len(examples) - len(train) - len(dev)
+    if dropped:
+        log.info("%s: dropped %d augmented variants of dev examples from training", source, dropped)
     return train, dev
 
 
