@@ -13,20 +13,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from textdistill.config.loader import apply_overrides, from_dict, read_yaml
+from textdistill.config.loader import read_yaml, resolve_config
 from textdistill.config.schema import Config
+from textdistill.errors import ConfigError
 from textdistill.training.runner import RunResult, run_training
 
 
 def _config(config: str | Path | dict | None, overrides: list[str] | None, extra: dict[str, Any]) -> Config:
+    """YAML file or mapping < keyword arguments < ``key=value`` overrides."""
     data: dict[str, Any] = {}
     if isinstance(config, str | Path):
         data = read_yaml(config)
     elif isinstance(config, dict):
-        data = dict(config)
-    items = [f"{k}={v}" for k, v in extra.items() if v is not None]
-    data = apply_overrides(data, items + list(overrides or []))
-    return from_dict(Config, data)
+        data = config  # resolve_config copies it
+    elif config is not None:
+        raise ConfigError(f"config must be a YAML path or a mapping, got a {type(config).__name__}")
+    # Keyword arguments are set as given (paths are never parsed as YAML; Path objects become strings).
+    values = {k: str(v) if isinstance(v, Path) else v for k, v in extra.items()}
+    return resolve_config(data, list(overrides or []), values=values)
 
 
 def finetune(
@@ -42,7 +46,13 @@ def finetune(
     cfg = _config(
         config,
         overrides,
-        {"student.type": "pretrained", "student.path": model, "data.train": train, "data.dev": dev, "output_dir": output_dir},
+        {
+            "student.type": "pretrained",
+            "student.path": model,
+            "data.train": train,
+            "data.dev": dev,
+            "output_dir": output_dir,
+        },
     )
     return run_training(cfg, "finetune")
 
@@ -58,12 +68,16 @@ def distill(
 ) -> RunResult:
     """Distil ``teacher`` into the configured student (default objective: Hinton KD); returns the run."""
     cfg = _config(
-        config, overrides, {"teacher.path": teacher, "data.train": train, "data.dev": dev, "output_dir": output_dir}
+        config,
+        overrides,
+        {"teacher.path": teacher, "data.train": train, "data.dev": dev, "output_dir": output_dir},
     )
     return run_training(cfg, "distill")
 
 
-def evaluate(model_dir: str | Path, data: str | Path, *, overrides: list[str] | None = None) -> dict[str, float]:
+def evaluate(
+    model_dir: str | Path, data: str | Path, *, overrides: list[str] | None = None
+) -> dict[str, float]:
     """Evaluate a saved model on a labelled file; returns the task metrics."""
     from textdistill.evaluation.evaluate import evaluate_dir
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 
@@ -51,7 +52,19 @@ def _load(args: argparse.Namespace, extra: dict[str, str | None]):
     return resolve_config(data, list(getattr(args, "overrides", []) or []), values=values)
 
 
+def _add_num_processes(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--num-processes",
+        type=int,
+        metavar="N",
+        help="train data-parallel in N processes on this machine (one per GPU; gloo on CPU); "
+        "train.batch_size stays the global batch. Same as `accelerate launch -m textdistill ...`",
+    )
+
+
 def _print_result(result) -> None:
+    if os.environ.get("RANK", "0") != "0":
+        return  # one launched process of several: the main one prints
     print(json.dumps({"run_dir": str(result.run_dir), "dev": result.dev_metrics}, indent=2))
 
 
@@ -124,11 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="fine-tune a teacher on labelled data (hard labels)")
     p.add_argument("--model", "-m", help="pretrained model dir or hub id (sets student.path)")
     _add_run_options(p)
+    _add_num_processes(p)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("distill", help="distil a teacher into a student")
     p.add_argument("--teacher", "-t", help="fine-tuned teacher dir or hub id (sets teacher.path)")
     _add_run_options(p)
+    _add_num_processes(p)
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("config", help="show or validate a resolved config")
@@ -185,6 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if getattr(args, "num_processes", None) is not None:
+            from textdistill.training.runner import launch_processes
+
+            status = launch_processes(list(sys.argv[1:] if argv is None else argv), args.num_processes)
+            if status is not None:  # None: this process trains (N = 1, or it is one of the N launched)
+                return status
         return int(args.func(args) or 0)
     except TextDistillError as e:
         if args.debug:

@@ -31,8 +31,8 @@ class DemoSize:
     max_length: int = 64
 
 
-FULL = DemoSize(train_examples=6000, eval_examples=1000, teacher_epochs=1.0, student_epochs=4.0)
-QUICK = DemoSize(train_examples=640, eval_examples=256, teacher_epochs=1.0, student_epochs=3.0)
+FULL = DemoSize(train_examples=4000, eval_examples=1000, teacher_epochs=1.0, student_epochs=4.0)
+QUICK = DemoSize(train_examples=480, eval_examples=256, teacher_epochs=1.0, student_epochs=3.0)
 
 
 def teacher_base_path() -> Path:
@@ -201,9 +201,11 @@ def run_demo(
     for name, acc, params, speed in rows:
         print(f"| {name} | {acc:.4f} | {params / 1e6:.2f}M | {speed['throughput_eps']:.0f} |")
     print()
+    # retention is None when the teacher scored 0 (nothing to retain): say so instead of failing to format it
+    retained = "n/a" if summary["retention"] is None else f"{100 * summary['retention']:.1f}%"
     print(
         f"student: {summary['compression']:.1f}x fewer parameters, {summary['speedup']:.1f}x faster, "
-        f"{100 * summary['retention']:.1f}% of the teacher's accuracy "
+        f"{retained} of the teacher's accuracy "
         f"(dev n={summary['dev_examples']}, precision {s_speed['precision']})"
     )
     print(f"total time: {summary['seconds']['total'] / 60:.1f} min")

@@ -9,10 +9,14 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textdistill.config.schema import Config, LossTermConfig
 from textdistill.errors import ConfigError, TextDistillError
 from textdistill.models.outputs import ModelInfo
+
+if TYPE_CHECKING:
+    import torch
 
 MODES = ("distill", "finetune")
 
@@ -47,7 +51,7 @@ def for_mode(cfg: Config, mode: str) -> Config:
     return cfg
 
 
-def run_device():
+def run_device() -> torch.device:
     """The device a run trains on (as ``run_training`` chooses it: the GPU when there is one)."""
     import torch
 
@@ -123,7 +127,8 @@ def validate_config(cfg: Config, mode: str = "distill", *, num_labels: int | Non
         # model would be saved, and the run would fail at its very end.
         from textdistill.evaluation.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
-        valid = REGRESSION_METRICS if d.regression else CLASSIFICATION_METRICS
+        # "last": keep the model of the last evaluation (see TrainConfig.metric)
+        valid = (*(REGRESSION_METRICS if d.regression else CLASSIFICATION_METRICS), "last")
         if t.metric not in valid:
             close = difflib.get_close_matches(t.metric, valid, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from textdistill.config.loader import apply_overrides, from_dict
+from textdistill.config.loader import resolve_config
 from textdistill.config.schema import DataConfig
 from textdistill.errors import DataError
 
@@ -23,7 +23,8 @@ def evaluate_dir(
     model); a label the model does not know is an error naming the file and line.
 
     Args:
-        model_dir: a directory written by textdistill (HF or BiLSTM) or any HF sequence classifier.
+        model_dir: a directory written by textdistill (HF or BiLSTM), a textdistill run directory (its
+            ``model/`` is evaluated) or any HF sequence classifier.
         data: TSV/CSV/JSONL file with a label column.
         overrides: ``key=value`` settings of the data section (e.g. ``text_column=text``).
         batch_size: evaluation batch size.
@@ -41,7 +42,16 @@ def evaluate_dir(
     from textdistill.models.teacher import load_tokenizer
     from textdistill.training.precision import autocast_dtype, resolve_precision
 
-    cfg = from_dict(DataConfig, apply_overrides({}, [o.removeprefix("data.") for o in overrides or []]))
+    cfg = resolve_config({}, [o.removeprefix("data.") for o in overrides or []], DataConfig)
+    # A wrong data path must fail before the weights load (seconds for a real model).
+    if not Path(data).is_file():
+        raise DataError(
+            f"data file {str(data)!r} does not exist{' (it is a directory)' if Path(data).is_dir() else ''}; "
+            "pass a labelled TSV/CSV/JSONL file"
+        )
+    model_dir = Path(model_dir)
+    if (model_dir / "run.json").is_file() and (model_dir / "model").is_dir():
+        model_dir = model_dir / "model"  # a run directory: its best model
     model = load_student(model_dir)
     tokenizer = load_tokenizer(model_dir)
     id2label = _id2label(model)
