@@ -145,7 +145,7 @@ class TrainConfig:
     max_steps: int | None = None
     """Optimizer steps to run; overrides epochs."""
     batch_size: int = 32
-    """Examples per optimizer step (per process), before accumulation is split."""
+    """Examples per optimizer step: the GLOBAL batch, split across processes and accumulation micro-batches."""
     eval_batch_size: int = 128
     """Examples per evaluation / teacher-cache batch."""
     lr: float = 5e-5

@@ -13,10 +13,20 @@ Per optimizer step, top to bottom:
 After each step (and its logging and evaluation) comes a *step boundary*: the one point where the whole
 state is consistent, so it is where checkpoints are written (``on_step_boundary``) and where a stop request
 (SIGINT/SIGTERM, see ``training/signals.py``) ends the loop.
+
+Data parallel (``accelerate launch``, see docs/distributed.md): every process reads the same *global* batch
+(``train.batch_size`` examples, same seeded order) and trains on its own contiguous shard of it
+(:func:`shard_batch`); the student and the objective's projections are wrapped in DDP by ``accelerator.prepare``,
+the frozen teacher is replicated and never synchronised. Each shard's loss is scaled so that DDP's *mean* over
+processes equals the gradient of the whole global batch, even when the shards differ in size, so N processes
+train the same student as one process (up to float rounding). Logged losses are reduced over the processes;
+evaluation metrics and stop requests are agreed on by all processes, so every process takes the same
+decisions (best step, early stopping, checkpoints, stopping on a signal).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -74,6 +84,59 @@ def split_batch(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, to
     parts = max(1, min(parts, n))
     bounds = [round(i * n / parts) for i in range(parts + 1)]
     return [{k: v[bounds[i] : bounds[i + 1]] for k, v in batch.items()} for i in range(parts)]
+
+
+def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Rows ``[start, end)`` of a global batch of ``n`` rows that process ``rank`` of ``world`` trains on.
+
+    Contiguous shards in rank order whose sizes differ by at most one (``n = 5, world = 2``: ``[0, 2)`` and
+    ``[2, 5)``); a shard is empty when ``n < world``.
+    """
+    return (n * rank) // world, (n * (rank + 1)) // world
+
+
+def shard_batch(batch: dict[str, Any], rank: int, world: int) -> dict[str, Any]:
+    """Process ``rank``'s rows of a collated global batch (see :func:`shard_bounds`).
+
+    The batch is sliced after collation, so every shard keeps the global batch's padded length: a row's
+    inputs are the same tensors as in a single-process run.
+    """
+    if world <= 1:
+        return batch
+    start, end = shard_bounds(batch["input_ids"].shape[0], rank, world)
+    return {k: v[start:end] if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """``[obj of process 0, obj of process 1, ...]`` (``[obj]`` when not distributed); collective.
+
+    Picklable objects of any size (numpy arrays of evaluation outputs, error messages); under NCCL they
+    travel through the current CUDA device, which accelerate sets per process.
+    """
+    if not _distributed():
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Process ``src``'s ``obj`` on every process (``obj`` itself when not distributed); collective."""
+    if not _distributed():
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
 
 
 @dataclass
@@ -171,10 +234,20 @@ class Distiller:
         self.greater_is_better = greater_is_better
         self.callbacks = list(callbacks or [])
         self.train_loader_fn = train_loader_fn
-        # Set by a signal handler (request_stop); the loop stops at the next step boundary.
+        # Set by a signal handler (request_stop); the loop stops at the next step boundary. With several
+        # processes it is set only at step boundaries, to the value all of them agreed on (_requested holds
+        # this process's request until then), so every process stops, and checkpoints, at the same step.
         self.stop_signal: int | None = None
+        self._requested: int | None = None
         self.student_request = objective.student_request()
 
+        kind = str(getattr(self.accelerator, "distributed_type", ""))
+        if ("FSDP" in kind or "DEEPSPEED" in kind) and self.accelerator.is_main_process:
+            print(
+                f"textdistill: warning: {kind} is untested with textdistill: evaluation, best-model saving and "
+                "checkpoints read the student's local parameters, which FSDP and ZeRO-3 shard "
+                "(see docs/distributed.md); data-parallel DDP is the tested path"
+            )
         if steps_per_epoch <= 0:
             raise TextDistillError("the training data gives no batch: add examples or lower train.batch_size")
         total = train_cfg.max_steps or math.ceil(train_cfg.epochs * steps_per_epoch)
@@ -189,10 +262,21 @@ class Distiller:
         optimizer = build_optimizer([student, objective], train_cfg.lr, train_cfg.weight_decay)
         scheduler = build_scheduler(optimizer, self.state.total_steps, warmup, train_cfg.lr_schedule)
         # Only the student and the projections are prepared (wrapped for DDP when distributed); the frozen
-        # teacher is never wrapped: it has no gradients to synchronise.
-        self.student, self.objective, self.optimizer, self.scheduler = self.accelerator.prepare(
-            student, objective, optimizer, scheduler
-        )
+        # teacher is never wrapped: it has no gradients to synchronise. Nor is an objective without learned
+        # projections (DDP refuses a module with nothing to train).
+        if any(p.requires_grad for p in objective.parameters()):
+            self.student, self.objective, self.optimizer, self.scheduler = self.accelerator.prepare(
+                student, objective, optimizer, scheduler
+            )
+        else:
+            self.objective = objective
+            self.student, self.optimizer, self.scheduler = self.accelerator.prepare(
+                student, optimizer, scheduler
+            )
+        if hasattr(self.scheduler, "split_batches"):
+            # accelerate's default assumes a batch per process (a global batch N times larger) and steps the
+            # schedule N times per step; here every process trains on a shard of one global batch.
+            self.scheduler.split_batches = True
         if train_cfg.compile:
             self.student = torch.compile(self.student)
 
@@ -206,7 +290,6 @@ class Distiller:
         window_start, window_examples = time.perf_counter(), 0
         while st.step < st.total_steps and not st.should_stop and self.stop_signal is None:
             for batch in self.train_loader_fn(st.epoch, st.batch_in_epoch):
-                batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 logs = self.train_step(batch)
                 st.batch_in_epoch += 1
                 window_examples += logs["batch_size"]
@@ -235,29 +318,50 @@ class Distiller:
         return st
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """One optimizer step on ``batch`` (split into ``grad_accum`` micro-batches)."""
+        """One optimizer step on the global ``batch`` (split into ``grad_accum`` micro-batches).
+
+        With several processes each trains on its shard of ``batch`` (:func:`shard_batch`); the logged
+        losses are those of the whole global batch.
+        """
         st = self.state
         progress = st.step / max(1, st.total_steps - 1)
         n = batch["input_ids"].shape[0]
+        world = self.accelerator.num_processes
+        local = shard_batch(batch, self.accelerator.process_index, world)
+        local = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in local.items()}
+        if local["input_ids"].shape[0] > 0:
+            micros = [(m, m["input_ids"].shape[0] / n) for m in split_batch(local, self.cfg.grad_accum)]
+        else:
+            # A global batch smaller than the process count leaves this shard empty, but DDP needs a forward
+            # and backward from every process: train on one row with weight 0 (zero gradient).
+            first = {k: v[:1].to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            micros = [(first, 0.0)]
         total_loss = 0.0
         term_sums: dict[str, float] = {}
-        for micro in split_batch(batch, self.cfg.grad_accum):
-            share = micro["input_ids"].shape[0] / n
-            teacher_out = self.teacher(micro) if self.teacher is not None else None
-            with autocast(self.device, self.precision):
-                student_out = self.student(**model_inputs(micro), features=self.student_request)
-            loss, terms = self.objective(student_out.float(), teacher_out, micro, progress)
-            # Scale by the micro-batch's share so accumulated gradients equal the full batch's.
-            self.accelerator.backward(loss * share)
+        for i, (micro, share) in enumerate(micros):
+            # Gradients are all-reduced once per step, after the last micro-batch (no_sync before it).
+            with self._no_sync(i < len(micros) - 1):
+                teacher_out = self.teacher(micro) if self.teacher is not None else None
+                with autocast(self.device, self.precision):
+                    student_out = self.student(**model_inputs(micro), features=self.student_request)
+                loss, terms = self.objective(student_out.float(), teacher_out, micro, progress)
+                # Scale by the micro-batch's share of the global batch so accumulated gradients equal the
+                # full batch's; DDP then averages over the processes, which the factor `world` undoes (with
+                # one process it is 1 and the loss scale is the share alone).
+                self.accelerator.backward(loss * (share * world) if world > 1 else loss * share)
             total_loss += float(loss.detach()) * share
             for k, v in terms.items():
                 term_sums[k] = term_sums.get(k, 0.0) + float(v) * share
+        if world > 1:
+            total_loss, term_sums = self._reduce_losses(total_loss, term_sums)
 
         finite = math.isfinite(total_loss) and self._grads_finite()
         grad_norm = float("nan")
         if finite:
             if self.cfg.max_grad_norm is not None:
-                grad_norm = float(self.accelerator.clip_grad_norm_(self._params(), self.cfg.max_grad_norm))
+                norm = self.accelerator.clip_grad_norm_(self._params(), self.cfg.max_grad_norm)
+                # DeepSpeed clips inside its engine and returns None here
+                grad_norm = float(norm) if norm is not None else float("nan")
             self.optimizer.step()
             self.scheduler.step()
         else:
@@ -281,20 +385,48 @@ class Distiller:
         logs["batch_size"] = n
         return logs
 
+    # -- distributed helpers -------------------------------------------------------------------------------
+    def _no_sync(self, skip_sync: bool) -> contextlib.AbstractContextManager:
+        """Within it, backward passes accumulate gradients locally (no all-reduce) when ``skip_sync``."""
+        if not skip_sync or self.accelerator.num_processes == 1:
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        for module in (self.student, self.objective):
+            stack.enter_context(self.accelerator.no_sync(module))  # no-op for a module DDP did not wrap
+        return stack
+
+    def _reduce_losses(self, total: float, terms: dict[str, float]) -> tuple[float, dict[str, float]]:
+        """Sum this process's share-weighted losses over all processes: the global batch's losses."""
+        keys = sorted(terms)
+        values = torch.tensor([total, *(terms[k] for k in keys)], dtype=torch.float64, device=self.device)
+        values = self.accelerator.reduce(values, reduction="sum").tolist()
+        return values[0], dict(zip(keys, values[1:], strict=True))
+
     # -- stopping ------------------------------------------------------------------------------------------
     def request_stop(self, signum: int) -> None:
-        """Ask the loop to stop at the next step boundary (called from a signal handler)."""
-        if self.stop_signal is None:
+        """Ask the loop to stop at the next step boundary (called from a signal handler).
+
+        With several processes the stop takes effect at the next step boundary that all of them reach, for
+        all of them (a request after the last boundary of the run is not acted upon: the run is ending).
+        """
+        if self._requested is None:
+            self._requested = signum
+        if self.accelerator.num_processes == 1 and self.stop_signal is None:
             self.stop_signal = signum
 
     def _step_boundary(self) -> None:
         if self.accelerator.num_processes > 1:
-            # Every process must stop at the same step, or the others would wait forever in a collective:
-            # a signal seen by any process stops all of them.
-            flag = torch.tensor([self.stop_signal or 0], device=self.device)
-            flag = int(self.accelerator.reduce(flag, reduction="max").item())
-            if flag and self.stop_signal is None:
-                self.stop_signal = flag
+            # Every process must stop (and checkpoint) at the same step, or the others would wait forever in
+            # a collective: a signal seen by any process stops all of them, and `stop_signal` changes only
+            # here, to the agreed value, so the callbacks below see the same value on every process.
+            st = self.state
+            flags = torch.tensor([self._requested or 0, int(st.should_stop)], device=self.device)
+            signum, should_stop = (int(x) for x in self.accelerator.reduce(flags, reduction="max").tolist())
+            if signum and self.stop_signal is None:
+                self.stop_signal = signum
+            if should_stop and not st.should_stop:
+                st.should_stop = True
+                st.stop_reason = st.stop_reason or "another process stopped training"
         for cb in self.callbacks:
             cb.on_step_boundary(self)
 
@@ -322,6 +454,10 @@ class Distiller:
         with autocast(self.device, self.precision):
             metrics = self.evaluator(self.accelerator.unwrap_model(self.student))
         self.student.train()
+        if self.accelerator.num_processes > 1:
+            # The main process's metrics decide for everyone (best step, early stopping), whatever the
+            # evaluator: one that scored only this process's share of the data cannot split the decisions.
+            metrics = broadcast_object(metrics, src=0)
         st.last_eval_step = st.step
         value = metrics.get(self.metric)
         improved = False

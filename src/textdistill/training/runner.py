@@ -11,6 +11,12 @@ weights load; then read data, load the teacher, build the student, train, and wr
       eval_results.json  dev (and test) metrics of the best student, and of the teacher
       checkpoints/       resumable checkpoints step-N/ (see training/checkpoint.py); ``resume=True`` continues
                          from the newest good one, SIGINT/SIGTERM stop after saving one (training/signals.py)
+
+Data parallel (``accelerate launch -m textdistill distill ...`` or ``textdistill distill --num-processes N``,
+see docs/distributed.md): every process runs this function; ``train.batch_size`` is the *global* batch, which
+the distiller splits between the processes; the teacher-cache pass and evaluation are split too (evaluation
+gathers every example exactly once); only the main process writes the run directory, and every process
+returns the same metrics.
 """
 
 from __future__ import annotations
@@ -21,14 +27,20 @@ import platform
 import random
 import shlex
 import shutil
+import signal
+import socket
+import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from textdistill.config.loader import dump_yaml
 from textdistill.config.schema import Config, LossTermConfig
@@ -42,7 +54,7 @@ from textdistill.training.checkpoint import (
     latest_checkpoint,
     restore_checkpoint,
 )
-from textdistill.training.distiller import Distiller
+from textdistill.training.distiller import Callback, Distiller, all_gather_objects
 from textdistill.training.precision import autocast_dtype, resolve_precision
 from textdistill.training.signals import TrainingInterrupted, graceful_stop, signal_name
 
@@ -153,6 +165,185 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def evaluate_sharded(
+    model: nn.Module,
+    dataset: Any,
+    loader: Callable[[Any], Iterable[dict[str, Any]]],
+    *,
+    regression: bool,
+    device: torch.device | str | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    rank: int = 0,
+    world: int = 1,
+) -> tuple[dict[str, float], torch.Tensor]:
+    """Evaluate ``model`` on ``dataset``, split over ``world`` processes (collective when ``world > 1``).
+
+    Process ``rank`` predicts the items ``rank, rank + world, ...``; the logits, labels and example ids of
+    all processes are gathered, rows are kept once per example id (so a sampler that pads shards with
+    repeated items cannot count an example twice) and sorted by id, and the metrics are computed on exactly
+    the dataset's examples, the same on every process. With ``world == 1`` this is
+    :func:`~textdistill.evaluation.metrics.evaluate_model` over ``loader(dataset)``.
+
+    Args:
+        model: a model following the ModelOutputs forward contract (not DDP-wrapped: no collective runs in
+            its forward).
+        dataset: map-style dataset of encoded items with ``example_id`` (EncodedDataset).
+        loader: ``dataset -> batches`` (the run's evaluation loader; it receives a subset here).
+        regression: score as regression.
+        device: where inputs are moved (default: the model's device).
+        autocast_dtype: optional autocast dtype for the forward.
+        rank: this process's index; ``world`` the number of processes.
+
+    Returns:
+        ``(metrics, logits)``: :func:`~textdistill.evaluation.metrics.compute_metrics` of the labelled rows
+        (``{"n": 0}`` without labels) and the ``(N, C)`` float32 CPU logits in example-id order.
+
+    Raises:
+        DataError: a batch without ``example_ids``.
+    """
+    from torch.utils.data import Subset
+
+    from textdistill.evaluation.metrics import compute_metrics, evaluate_model, torch_predictor
+
+    if world <= 1:
+        return evaluate_model(
+            model, loader(dataset), regression=regression, device=device, autocast_dtype=autocast_dtype
+        )
+    shard = Subset(dataset, range(rank, len(dataset), world))
+    logits, labels, ids = [], [], []
+    have_labels = True
+    was_training = model.training
+    model.eval()
+    try:
+        predict = torch_predictor(model, device=device, autocast_dtype=autocast_dtype)
+        for batch in loader(shard) if len(shard) else []:
+            if batch.get("example_ids") is None:
+                raise DataError(
+                    "distributed evaluation needs batch['example_ids'] to gather each example once; collate "
+                    "with textdistill.data.collate.Collator"
+                )
+            logits.append(np.asarray(predict(batch), dtype=np.float32))
+            ids.append(np.asarray(batch["example_ids"].cpu(), dtype=np.int64))
+            if batch.get("labels") is None:
+                have_labels = False
+            else:
+                labels.append(np.asarray(batch["labels"].cpu()))
+    finally:
+        model.train(was_training)
+    local = None
+    if ids:
+        local = (np.concatenate(logits), np.concatenate(labels) if have_labels else None, np.concatenate(ids))
+    parts = [p for p in all_gather_objects(local) if p is not None]
+    if not parts:
+        raise DataError("no batches to evaluate: the evaluation data is empty.")
+    all_ids = np.concatenate([p[2] for p in parts])
+    _, first = np.unique(all_ids, return_index=True)  # sorted ids, first occurrence of each
+    all_logits = torch.from_numpy(np.concatenate([p[0] for p in parts])[first])
+    if any(p[1] is None for p in parts):
+        return {"n": 0}, all_logits
+    all_labels = np.concatenate([p[1] for p in parts])[first]
+    return compute_metrics(all_logits, all_labels, regression=regression), all_logits
+
+
+def free_port() -> int:
+    """A TCP port that is free on this machine now (for the launcher's rendezvous)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def launch_command(argv: list[str], num_processes: int, *, port: int | None = None) -> list[str]:
+    """The command that runs ``textdistill <argv>`` as ``num_processes`` data-parallel processes on this
+    machine, through accelerate's launcher (torchrun underneath: one process per GPU with NCCL, or CPU
+    processes with gloo on a machine without GPUs).
+
+    accelerate's ``--mixed_precision no`` keeps a default accelerate config from adding its own autocast:
+    ``train.precision`` is the one precision setting. ``argv`` keeps its ``--num-processes``: each launched
+    process sees ``WORLD_SIZE`` equal to it and trains (see :func:`launch_processes`).
+    """
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",  # the torchrun launcher; without GPUs its processes run on CPU with gloo
+        "--num_processes",
+        str(num_processes),
+        "--num_machines",
+        "1",
+        "--machine_rank",
+        "0",
+        "--main_process_port",
+        str(port if port is not None else free_port()),
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "textdistill",
+        *argv,
+    ]
+
+
+def launch_processes(argv: list[str], num_processes: int) -> int | None:
+    """``--num-processes N``: re-run this command as N data-parallel processes and wait for them.
+
+    Args:
+        argv: the command's arguments (``sys.argv[1:]``).
+        num_processes: N.
+
+    Returns:
+        The launcher's exit status, or None when this process should train itself: N is 1, or it already
+        is one of N launched processes (``WORLD_SIZE`` is N).
+
+    Raises:
+        ConfigError: N < 1, N differs from the ``WORLD_SIZE`` this process was launched with, or N exceeds
+            the visible GPUs on a GPU machine.
+    """
+    if num_processes < 1:
+        raise ConfigError(f"--num-processes: must be at least 1, got {num_processes}")
+    launched = os.environ.get("WORLD_SIZE")
+    if launched is not None:
+        if int(launched) == num_processes:
+            return None
+        raise ConfigError(
+            f"--num-processes {num_processes}: this process was started as one of {launched} processes "
+            "(accelerate launch / torchrun); drop --num-processes, or make it match the launcher's"
+        )
+    if num_processes == 1:
+        return None
+    gpus = torch.cuda.device_count()
+    if 0 < gpus < num_processes:
+        raise ConfigError(
+            f"--num-processes {num_processes}: only {gpus} GPU(s) are visible and each process needs its own; "
+            f"use --num-processes {gpus} or fewer (CUDA_VISIBLE_DEVICES selects the GPUs)"
+        )
+    proc = subprocess.Popen(launch_command(argv, num_processes))
+    forwarded: list[int] = []  # signals this process received while waiting
+
+    def forward(signum: int, frame: Any) -> None:
+        forwarded.append(signum)
+        proc.send_signal(signum)
+
+    previous = None
+    # Ctrl-C reaches every process of the terminal's group: the launched ones stop gracefully (a checkpoint,
+    # then exit 130), so this one waits for them. SIGTERM is sent to this process alone (schedulers, kill):
+    # pass it on (torchrun passes it to the training processes). Handlers can only be set from the main thread.
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        while True:
+            try:
+                status = proc.wait()
+                break
+            except KeyboardInterrupt:
+                forwarded.append(signal.SIGINT)  # torchrun passed it on, or the terminal sent it to all
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    # The launcher exits 1 after a signal; the shell convention (and a single-process run) says 128 + signum.
+    return 128 + int(forwarded[0]) if forwarded and status != 0 else status
+
+
 def default_metric(regression: bool) -> tuple[str, bool]:
     """The best-model metric and its direction."""
     return ("pearson", True) if regression else ("accuracy", True)
@@ -181,7 +372,6 @@ def run_training(
     from textdistill.data.encoding import EncodedDataset
     from textdistill.data.samplers import make_loader
     from textdistill.data.task import load_task_data
-    from textdistill.evaluation.metrics import evaluate_model
     from textdistill.losses.objective import Objective
     from textdistill.models.io import save_model
     from textdistill.models.students import build_student
@@ -197,7 +387,14 @@ def run_training(
     # A resumed run dir holds a run by definition: validate as if overwriting, but never empty it.
     vcfg = replace(cfg, overwrite=True) if resume else cfg
     validated = validate_config(vcfg, mode)
+    from accelerate import Accelerator
+
+    # Created first: with several processes, only the main one writes the run directory (and prints).
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    main = accelerator.is_main_process
+    quiet = quiet or not main
     resume_from = find_resume_point(cfg, mode) if resume else None
+    accelerator.wait_for_everyone()  # every process has read the run directory before the main one writes
     set_seed(cfg.train.seed)
 
     # -- data (before weights: a bad file fails fast) ------------------------------------------------------
@@ -231,7 +428,8 @@ def run_training(
 
     train_examples = task.train
     if cfg.augment.method != "none":
-        train_examples = augmented_train(cfg, mode, task, tokenizer, quiet=quiet)
+        with accelerator.main_process_first():  # the first writes the augmentation file, the others read it
+            train_examples = augmented_train(cfg, mode, task, tokenizer, quiet=quiet)
     train_ds = EncodedDataset(
         train_examples, tokenizer, cfg.data.max_length, task.label_map, regression=task.regression
     )
@@ -268,7 +466,10 @@ def run_training(
         )
     else:
         # resume without a usable checkpoint starts over: empty the directory like overwrite does
-        run_dir = prepare_run_dir(replace(cfg, overwrite=True) if resume else cfg)
+        if main:
+            run_dir = prepare_run_dir(replace(cfg, overwrite=True) if resume else cfg)
+        else:
+            run_dir = Path(cfg.output_dir)
         run_json = {
             "status": "running",
             "mode": mode,
@@ -277,19 +478,20 @@ def run_training(
             "environment": environment(),
             "data": task.stats,
         }
+    run_json["num_processes"] = accelerator.num_processes
     model_dir = run_dir / "model"
     config_yaml = dump_yaml(cfg)
-    write_json_atomic(run_dir / "run.json", run_json)
-    _write_text_atomic(run_dir / "config.yaml", config_yaml)
+    if main:
+        write_json_atomic(run_dir / "run.json", run_json)
+        _write_text_atomic(run_dir / "config.yaml", config_yaml)
+    accelerator.wait_for_everyone()
     resume_hint = resume_command(run_dir, mode)
     if not quiet:
         print(f"textdistill {mode}: run directory {run_dir}")
 
     # -- training -----------------------------------------------------------------------------------------
-    from accelerate import Accelerator
-
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     device = accelerator.device
+    rank, world = accelerator.process_index, accelerator.num_processes
     precision = resolve_precision(cfg.train.precision, device)
     ac_dtype = autocast_dtype(precision)
 
@@ -314,11 +516,20 @@ def run_training(
             ds, cfg.train.eval_batch_size, shuffle=False, group_by_length=True, seed=0, collator=collator
         )
 
-    def evaluator(model) -> dict[str, float]:
-        metrics, _ = evaluate_model(
-            model, eval_loader(dev_ds), regression=task.regression, device=device, autocast_dtype=ac_dtype
+    def evaluate(model, ds) -> tuple[dict[str, float], torch.Tensor]:
+        return evaluate_sharded(
+            model,
+            ds,
+            eval_loader,
+            regression=task.regression,
+            device=device,
+            autocast_dtype=ac_dtype,
+            rank=rank,
+            world=world,
         )
-        return metrics
+
+    def evaluator(model) -> dict[str, float]:
+        return evaluate(model, dev_ds)[0]
 
     metric, greater = default_metric(task.regression)
     metric = cfg.train.metric or metric
@@ -336,10 +547,10 @@ def run_training(
         from textdistill.training.teacher_cache import build_teacher_source
 
         # Only the training data goes into the cache: it is keyed by example id, and dev ids overlap train's.
-        with accelerator.main_process_first():
-            teacher_source = build_teacher_source(
-                cfg, teacher, objective, [train_ds], collator, device, precision, quiet=quiet
-            )
+        # With several processes the build is collective: each runs the teacher on its share of the data.
+        teacher_source = build_teacher_source(
+            cfg, teacher, objective, [train_ds], collator, device, precision, quiet=quiet
+        )
     steps_per_epoch = loader_fn(0, 0).batch_sampler.num_batches
     saver = None
     if cfg.train.keep_checkpoints > 0:
@@ -363,7 +574,9 @@ def run_training(
         metric=metric,
         greater_is_better=greater,
         callbacks=[
-            MetricsLogger(run_dir, cfg.train.log_every),
+            # The other processes hold a no-op in its place: the callbacks' positions name their states in
+            # the checkpoints.
+            MetricsLogger(run_dir, cfg.train.log_every) if main else Callback(),
             ProgressBar(mode, enabled=cfg.train.progress and not quiet),
             BestModelSaver(save_best),
             *([saver] if saver is not None else []),
@@ -390,7 +603,8 @@ def run_training(
         run_json.update(status=status, error=f"{type(e).__name__}: {e}", ended=time.time())
         if saver is not None and saver.last_path is not None:
             run_json.update(checkpoint=str(saver.last_path), resume_command=resume_hint)
-        write_json_atomic(run_dir / "run.json", run_json)
+        if main:
+            write_json_atomic(run_dir / "run.json", run_json)
         raise
     if distiller.stop_signal is not None:
         raise _interrupted(distiller, saver, run_dir, run_json, resume_hint, quiet)
@@ -398,36 +612,26 @@ def run_training(
     # -- final evaluation of the best student (and the teacher, for retention) ---------------------------
     from textdistill.models.io import load_student
 
+    accelerator.wait_for_everyone()  # the main process has written the best student
     best_model = load_student(model_dir).to(device)
-    dev_metrics, student_dev_logits = evaluate_model(
-        best_model, eval_loader(dev_ds), regression=task.regression, device=device, autocast_dtype=ac_dtype
-    )
+    dev_metrics, student_dev_logits = evaluate(best_model, dev_ds)
     results: dict[str, Any] = {"dev": dev_metrics, "best_step": state.best_step}
     teacher_dev = None
     if teacher is not None:
-        teacher_dev, teacher_dev_logits = evaluate_model(
-            teacher, eval_loader(dev_ds), regression=task.regression, device=device, autocast_dtype=ac_dtype
-        )
+        teacher_dev, teacher_dev_logits = evaluate(teacher, dev_ds)
         results["teacher_dev"] = teacher_dev
         from textdistill.evaluation.metrics import agreement
 
         results["dev_agreement_with_teacher"] = agreement(student_dev_logits, teacher_dev_logits)
     test_metrics = None
     if test_ds is not None and any(e.label is not None for e in task.test):
-        test_metrics, _ = evaluate_model(
-            best_model,
-            eval_loader(test_ds),
-            regression=task.regression,
-            device=device,
-            autocast_dtype=ac_dtype,
-        )
+        test_metrics, _ = evaluate(best_model, test_ds)
         results["test"] = test_metrics
     from textdistill.models.io import count_parameters
 
     results["parameters"] = count_parameters(best_model)
     if teacher is not None:
         results["teacher_parameters"] = count_parameters(teacher)
-    write_json_atomic(run_dir / "eval_results.json", results)
     run_json.update(
         status="finished",
         ended=time.time(),
@@ -436,9 +640,12 @@ def run_training(
         state=state.to_dict(),
         results=results,
     )
-    write_json_atomic(run_dir / "run.json", run_json)
-    if mode == "distill" and cfg.report and accelerator.is_main_process:
+    if main:
+        write_json_atomic(run_dir / "eval_results.json", results)
+        write_json_atomic(run_dir / "run.json", run_json)
+    if mode == "distill" and cfg.report and main:
         write_run_report(cfg, run_dir, quiet=quiet)
+    accelerator.wait_for_everyone()  # the run directory is complete when any process returns
     return RunResult(
         run_dir=run_dir,
         model_dir=model_dir,
@@ -479,7 +686,8 @@ def _interrupted(
         checkpoint=str(ckpt) if ckpt else None,
         resume_command=resume_hint if ckpt else None,
     )
-    write_json_atomic(run_dir / "run.json", run_json)
+    if distiller.accelerator.is_main_process:
+        write_json_atomic(run_dir / "run.json", run_json)
     if not quiet:
         print(f"textdistill: {message}", file=sys.stderr)
     return TrainingInterrupted(signum, message, str(ckpt) if ckpt else None)

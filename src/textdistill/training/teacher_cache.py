@@ -46,6 +46,14 @@ A directory whose fingerprint differs, or which is incomplete or corrupt (missin
 or wrongly sized array), is rebuilt. The cache is written to a temporary sibling directory and renamed into
 place when complete, so a crash mid-pass never leaves a directory that passes validation.
 
+Several processes (``torch.distributed`` initialised, e.g. under ``accelerate launch``): the build is
+collective and each process runs the teacher on its own share of the batches only. Process 0 creates the
+temporary directory with every array file at its final size; each process writes its contiguous run of rows
+(whole batches, cut where the padded-token work is balanced) into its byte range of those files; once every
+process reported success, process 0 writes ``meta.json``, validates and renames the directory into place, as
+a single process does. The batches are the single-process build's batches, so the arrays are the same.
+Every process must see the cache directory (one machine, or a shared file system across machines).
+
 Example:
     >>> cache = build_teacher_cache(teacher, [train_ds], collator, directory="cache/sst2",
     ...                             request=objective.teacher_request(), device=device)
@@ -75,7 +83,13 @@ from textdistill.config.schema import Config
 from textdistill.errors import ConfigError, DataError, ModelError
 from textdistill.models.hooks import attention_from_qk
 from textdistill.models.outputs import HIDDEN_STATES, FeatureRequest, ModelOutputs
-from textdistill.training.distiller import LiveTeacher, TeacherSource, model_inputs
+from textdistill.training.distiller import (
+    LiveTeacher,
+    TeacherSource,
+    all_gather_objects,
+    broadcast_object,
+    model_inputs,
+)
 from textdistill.training.precision import autocast, resolve_precision
 
 FORMAT_VERSION = 1
@@ -579,18 +593,41 @@ def _forward(
         return teacher(**model_inputs(batch), features=request)
 
 
-def _batches(ex: _Examples, datasets: Sequence[Any], collator: Any, batch_size: int):
-    """Collated batches of ``batch_size`` examples in build order."""
-    for start in range(0, len(ex.ids), batch_size):
-        yield collator([datasets[d][i] for d, i in ex.sources[start : start + batch_size]])
+def _batches(
+    ex: _Examples,
+    datasets: Sequence[Any],
+    collator: Any,
+    batch_size: int,
+    rows: tuple[int, int] | None = None,
+):
+    """Collated batches of ``batch_size`` examples in build order (of the rows ``[start, end)`` only; a
+    ``start`` that is a multiple of ``batch_size`` gives exactly the batches of the whole pass)."""
+    start, end = rows if rows is not None else (0, len(ex.ids))
+    for b in range(start, end, batch_size):
+        yield collator([datasets[d][i] for d, i in ex.sources[b : min(b + batch_size, end)]])
 
 
 class _Writer:
-    """Appends each array's rows in build order; files are sized exactly as planned."""
+    """Appends each array's rows in build order; files are sized exactly as planned.
 
-    def __init__(self, directory: Path, plan: _Plan, dtype: str):
+    With ``offsets`` (name -> byte offset), the files already exist at their final size and each one is
+    written from its offset on (one process's rows of a distributed build).
+    """
+
+    def __init__(self, directory: Path, plan: _Plan, dtype: str, offsets: dict[str, int] | None = None):
         self.dtype = dtype
-        self.files = {name: open(directory / a.file, "wb") for name, a in plan.arrays.items()}  # noqa: SIM115
+        if offsets is None:
+            self.files = {name: open(directory / a.file, "wb") for name, a in plan.arrays.items()}  # noqa: SIM115
+        else:
+            self.files = {}
+            for name, a in plan.arrays.items():
+                f = open(directory / a.file, "r+b")  # noqa: SIM115
+                f.seek(offsets[name])
+                self.files[name] = f
+
+    def positions(self) -> dict[str, int]:
+        """The byte position each file has reached."""
+        return {name: f.tell() for name, f in self.files.items()}
 
     def write(self, name: str, values: torch.Tensor) -> None:
         if name != "input_ids":
@@ -627,13 +664,16 @@ def _write_pass(
     batch_size: int,
     device: torch.device,
     precision: str,
+    rows: tuple[int, int] | None = None,
+    offsets: dict[str, int] | None = None,
 ) -> int:
-    """Run the teacher over every example and write the arrays; returns the teacher's head count."""
+    """Run the teacher over every example (or the rows ``[start, end)``, written from the byte ``offsets``
+    of preallocated files) and write the arrays; returns the teacher's head count."""
     request = spec.request()
-    writer = _Writer(tmp, plan, dtype)
+    writer = _Writer(tmp, plan, dtype, offsets)
     heads = 0
     try:
-        for batch in _batches(ex, datasets, collator, batch_size):
+        for batch in _batches(ex, datasets, collator, batch_size, rows):
             out = _forward(teacher, batch, request, device, precision)
             real = batch["attention_mask"].to(device).bool()
             heads = int(out.num_heads or 0)
@@ -650,9 +690,104 @@ def _write_pass(
             ):
                 for layer in layers:
                     writer.write(f"{kind}_{layer}", _flat_maps(table[layer], real))
+        if rows is not None:
+            reached = writer.positions()
+            expected = _byte_offsets(plan, ex, rows[1])
+            if reached != expected:
+                bad = sorted(k for k in expected if reached[k] != expected[k])
+                raise ModelError(
+                    f"teacher cache: rows {rows[0]}..{rows[1]} wrote arrays {bad} to other sizes than planned; "
+                    "the teacher's outputs changed shape between batches. Set teacher.cache=false to run it "
+                    "live."
+                )
     finally:
         writer.close()
     return heads
+
+
+def _byte_offsets(plan: _Plan, ex: _Examples, row: int) -> dict[str, int]:
+    """Byte offset of build-order row ``row`` in every planned array file (the end of the file for N).
+
+    Per-example arrays (``logits``) advance by one entry per row, per-token arrays (``input_ids``, hidden
+    states, Q/K/V) by the row's real tokens and attention maps by ``heads * n^2`` values per row.
+    """
+    tokens = int(ex.lengths[:row].sum())
+    pairs = int((ex.lengths[:row] * ex.lengths[:row]).sum())
+    total_pairs = int((ex.lengths * ex.lengths).sum())
+    out = {}
+    for name, a in plan.arrays.items():
+        itemsize = np.dtype(a.dtype).itemsize
+        if name == "logits":
+            out[name] = row * int(np.prod(a.shape[1:])) * itemsize
+        elif name.startswith(("scores_", "probs_")):
+            out[name] = pairs * (a.shape[0] // max(total_pairs, 1)) * itemsize
+        else:
+            out[name] = tokens * int(np.prod(a.shape[1:])) * itemsize
+    return out
+
+
+def shard_rows(lengths: np.ndarray, batch_size: int, world: int) -> list[tuple[int, int]]:
+    """Each process's contiguous rows ``[start, end)`` of a cache build, in rank order.
+
+    Cuts fall between the pass's batches (multiples of ``batch_size``), so every batch is one of the
+    single-process pass's batches, and where the work (padded tokens, ``rows * longest``: rows are sorted
+    by length) is closest to an equal share. A process may get no rows when there are fewer batches.
+
+    Args:
+        lengths: ``(N,)`` tokens per row in build order (ascending).
+        batch_size: rows per batch.
+        world: number of processes.
+    """
+    n = len(lengths)
+    starts = np.arange(0, n, batch_size)
+    ends = np.minimum(starts + batch_size, n)
+    work = (ends - starts) * np.asarray(lengths, dtype=np.int64)[ends - 1] if n else np.zeros(0)
+    done = np.concatenate([[0], np.cumsum(work)])  # work before batch k, k = 0..B
+    cuts = [0]
+    for r in range(1, world):
+        k = int(np.argmin(np.abs(done - done[-1] * r / world)))
+        cuts.append(max(k, cuts[-1]))
+    cuts.append(len(starts))
+    return [(min(cuts[r] * batch_size, n), min(cuts[r + 1] * batch_size, n)) for r in range(world)]
+
+
+def _process_group(distributed: bool) -> tuple[int, int]:
+    """``(rank, world size)`` of the initialised torch.distributed group, ``(0, 1)`` without one."""
+    import torch.distributed as dist
+
+    if not distributed or not (dist.is_available() and dist.is_initialized()):
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _agree(error: BaseException | None, doing: str) -> None:
+    """Collective: raise on every process when any failed ``doing`` (this process's own error if it has one).
+
+    Without it, the processes that did not fail would wait forever in the next collective.
+    """
+    messages = all_gather_objects(None if error is None else f"{type(error).__name__}: {error}")
+    if error is not None:
+        raise error
+    failed = [(r, m) for r, m in enumerate(messages) if m is not None]
+    if failed:
+        r, m = failed[0]
+        raise ModelError(f"teacher cache: process {r} failed while {doing}: {m}")
+
+
+def _open_everywhere(directory: Path, fingerprint: str | None) -> TeacherCache:
+    """Collective: every process opens the cache that process 0 found or published."""
+    cache, error = None, None
+    try:
+        cache = TeacherCache.open(directory, fingerprint)
+    except CacheInvalid as why:
+        error = ConfigError(
+            f"teacher cache: this process cannot open {directory} ({why}), which process 0 found or wrote: "
+            "every process must see the cache directory. Fix: point teacher.cache_dir at a file system all "
+            "machines share, or run the teacher live (teacher.cache=false)."
+        )
+    _agree(error, f"opening the teacher cache {directory}")
+    assert cache is not None  # _agree raised otherwise
+    return cache
 
 
 def _flat_maps(maps: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -703,6 +838,7 @@ def build_teacher_cache(
     max_length: int | None = None,
     tokenizer_path: str | Path | None = None,
     quiet: bool = False,
+    distributed: bool = True,
 ) -> TeacherCache:
     """Open the cache in ``directory`` when its fingerprint matches; otherwise build it there.
 
@@ -729,6 +865,9 @@ def build_teacher_cache(
         max_length: ``data.max_length`` (default: the datasets' ``max_length``).
         tokenizer_path: the teacher directory, whose tokenizer files enter the fingerprint.
         quiet: print nothing.
+        distributed: with an initialised ``torch.distributed`` group of several processes, the call is
+            collective (every process must make it) and each process runs the teacher on its share of the
+            examples (see the module docstring); False builds on this process alone.
 
     Returns:
         The opened :class:`TeacherCache`.
@@ -752,11 +891,25 @@ def build_teacher_cache(
         tokenizer_path=tokenizer_path,
     )
     fingerprint = cache_fingerprint(components)
-    try:
-        return TeacherCache.open(directory, fingerprint)
-    except CacheInvalid as why:
-        if directory.exists() and not quiet:
-            print(f"teacher cache: rebuilding {directory}: {why}")
+    rank, world = _process_group(distributed)
+    if world > 1:
+        quiet = quiet or rank != 0
+        found = None
+        if rank == 0:
+            try:
+                TeacherCache.open(directory, fingerprint)
+                found = str(directory)
+            except CacheInvalid as why:
+                if directory.exists() and not quiet:
+                    print(f"teacher cache: rebuilding {directory}: {why}")
+        if broadcast_object(found) is not None:
+            return _open_everywhere(directory, fingerprint)
+    else:
+        try:
+            return TeacherCache.open(directory, fingerprint)
+        except CacheInvalid as why:
+            if directory.exists() and not quiet:
+                print(f"teacher cache: rebuilding {directory}: {why}")
     return _build(
         teacher,
         datasets,
@@ -771,6 +924,7 @@ def build_teacher_cache(
         device=device,
         precision=resolved,
         quiet=quiet,
+        world=(rank, world),
     )
 
 
@@ -829,9 +983,28 @@ def _build(
     device: torch.device,
     precision: str,
     quiet: bool,
+    world: tuple[int, int] = (0, 1),
 ) -> TeacherCache:
     if batch_size < 1:
         raise ConfigError(f"train.eval_batch_size must be >= 1 for the teacher cache pass, got {batch_size}")
+    if world[1] > 1:
+        return _build_sharded(
+            teacher,
+            datasets,
+            collator,
+            ex,
+            spec,
+            components,
+            fingerprint,
+            directory,
+            dtype=dtype,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            quiet=quiet,
+            rank=world[0],
+            world=world[1],
+        )
     was_training = teacher.training
     teacher.eval()  # no dropout: the stored outputs are targets
     try:
@@ -863,24 +1036,17 @@ def _build(
             )
             np.save(tmp / "ids.npy", ex.ids)
             np.save(tmp / "lengths.npy", ex.lengths)
-            meta = {
-                "format": FORMAT_VERSION,
-                "fingerprint": fingerprint,
-                "components": components,
-                "spec": spec.to_dict(),
-                "dtype": dtype,
-                "num_examples": len(ex.ids),
-                "num_tokens": int(ex.lengths.sum()),
-                "num_pairs": int((ex.lengths * ex.lengths).sum()),
-                "num_heads": heads or dims["heads"],
-                "num_layers": _num_layers(teacher),
-                "arrays": {
-                    k: {"file": a.file, "shape": list(a.shape), "dtype": a.dtype}
-                    for k, a in plan.arrays.items()
-                },
-                "build_seconds": round(time.perf_counter() - started, 3),
-                "complete": True,
-            }
+            meta = _meta(
+                fingerprint,
+                components,
+                spec,
+                ex,
+                plan,
+                dtype=dtype,
+                heads=heads or dims["heads"],
+                num_layers=_num_layers(teacher),
+                seconds=time.perf_counter() - started,
+            )
             _write_text_synced(tmp / META, json.dumps(meta, indent=1))
             try:  # validate before publishing
                 TeacherCache.open(tmp, fingerprint)
@@ -898,6 +1064,157 @@ def _build(
     if not quiet:
         print(f"teacher cache: built in {meta['build_seconds']:.1f} s")
     return TeacherCache.open(directory, fingerprint)
+
+
+def _meta(
+    fingerprint: str,
+    components: dict[str, Any],
+    spec: CacheSpec,
+    ex: _Examples,
+    plan: _Plan,
+    *,
+    dtype: str,
+    heads: int,
+    num_layers: int,
+    seconds: float,
+) -> dict[str, Any]:
+    """The contents of ``meta.json`` (written last: its presence marks a complete cache)."""
+    return {
+        "format": FORMAT_VERSION,
+        "fingerprint": fingerprint,
+        "components": components,
+        "spec": spec.to_dict(),
+        "dtype": dtype,
+        "num_examples": len(ex.ids),
+        "num_tokens": int(ex.lengths.sum()),
+        "num_pairs": int((ex.lengths * ex.lengths).sum()),
+        "num_heads": heads,
+        "num_layers": num_layers,
+        "arrays": {
+            k: {"file": a.file, "shape": list(a.shape), "dtype": a.dtype} for k, a in plan.arrays.items()
+        },
+        "build_seconds": round(seconds, 3),
+        "complete": True,
+    }
+
+
+def _build_sharded(
+    teacher: nn.Module,
+    datasets: Sequence[Any],
+    collator: Any,
+    ex: _Examples,
+    spec: CacheSpec,
+    components: dict[str, Any],
+    fingerprint: str,
+    directory: Path,
+    *,
+    dtype: str,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+    quiet: bool,
+    rank: int,
+    world: int,
+) -> TeacherCache:
+    """The collective build of :func:`_build`: each process writes its rows, process 0 publishes."""
+    was_training = teacher.training
+    teacher.eval()  # no dropout: the stored outputs are targets
+    tmp: Path | None = None
+    try:
+        dims = _probe(teacher, datasets, collator, ex, spec, device, precision)  # same on every process
+        plan = _plan(spec, ex, dims, dtype)
+        estimate = plan.nbytes() + 16 * len(ex.ids)
+        start, end = shard_rows(ex.lengths, batch_size, world)[rank]
+        # 1. process 0: space check, temporary directory, every array file at its final size
+        error: BaseException | None = None
+        if rank == 0:
+            try:
+                if not quiet:
+                    print(
+                        f"teacher cache: {len(ex.ids)} examples, {int(ex.lengths.sum())} tokens, {dtype}, "
+                        f"about {human_bytes(estimate)} on disk -> {directory} ({world} processes)"
+                    )
+                check_disk_space(directory, estimate)
+                directory.parent.mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.partial-", dir=directory.parent))
+                for a in plan.arrays.values():
+                    with open(tmp / a.file, "wb") as f:
+                        f.truncate(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize)
+            except Exception as e:
+                error = e
+        _agree(error, "preparing the cache directory")
+        shared = Path(broadcast_object(str(tmp)))
+        # 2. every process: its rows, in place
+        started = time.perf_counter()
+        error = None
+        try:
+            if not shared.is_dir():
+                raise ConfigError(
+                    f"teacher cache: this process cannot see {shared}, which process 0 created: every process "
+                    "must see the cache directory. Fix: point teacher.cache_dir at a file system all machines "
+                    "share, or run the teacher live (teacher.cache=false)."
+                )
+            if start < end:
+                _write_pass(
+                    teacher,
+                    datasets,
+                    collator,
+                    ex,
+                    spec,
+                    plan,
+                    shared,
+                    dtype=dtype,
+                    batch_size=batch_size,
+                    device=device,
+                    precision=precision,
+                    rows=(start, end),
+                    offsets=_byte_offsets(plan, ex, start),
+                )
+        except Exception as e:
+            error = e
+        _agree(error, "running the teacher over its share of the examples")
+        seconds = max(all_gather_objects(time.perf_counter() - started))
+        # 3. process 0: ids, lengths, meta (last), validation, publication
+        error = None
+        if rank == 0:
+            assert tmp is not None
+            try:
+                np.save(tmp / "ids.npy", ex.ids)
+                np.save(tmp / "lengths.npy", ex.lengths)
+                meta = _meta(
+                    fingerprint,
+                    components,
+                    spec,
+                    ex,
+                    plan,
+                    dtype=dtype,
+                    heads=dims["heads"],
+                    num_layers=_num_layers(teacher),
+                    seconds=seconds,
+                )
+                meta["build_processes"] = world
+                _write_text_synced(tmp / META, json.dumps(meta, indent=1))
+                try:  # validate before publishing
+                    TeacherCache.open(tmp, fingerprint)
+                except CacheInvalid as why:
+                    raise ModelError(
+                        f"teacher cache: the inference pass wrote an inconsistent cache ({why}). Set "
+                        "teacher.cache=false to run the teacher live."
+                    ) from None
+                _publish(tmp, directory, fingerprint)
+                tmp = None
+            except Exception as e:
+                error = e
+        _agree(error, "publishing the cache")
+    except BaseException:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        teacher.train(was_training)
+    if not quiet:
+        print(f"teacher cache: built in {seconds:.1f} s by {world} processes")
+    return _open_everywhere(directory, fingerprint)
 
 
 def _write_text_synced(path: Path, text: str) -> None:
@@ -1130,6 +1447,7 @@ def build_teacher_source(
     cache_root: str | Path | None = None,
     *,
     quiet: bool = False,
+    distributed: bool = True,
 ) -> TeacherSource:
     """The teacher source of a distillation run: live, or a cache built (or reused) over ``datasets``.
 
@@ -1152,6 +1470,10 @@ def build_teacher_source(
             so cached and live outputs agree).
         cache_root: overrides the cache root.
         quiet: print nothing.
+        distributed: with an initialised ``torch.distributed`` group of several processes, the call is
+            collective (every process must make it): process 0 decides whether a usable cache exists and, if
+            none does, each process computes its share of it (:func:`build_teacher_cache`). False: this
+            process alone.
     """
     device = torch.device(device)
     request = objective.teacher_request()
@@ -1172,6 +1494,25 @@ def build_teacher_source(
     fingerprint = cache_fingerprint(components)
     root = Path(cache_root).expanduser() if cache_root is not None else default_cache_root(cfg)
     directory = root / fingerprint
+    rank, world = _process_group(distributed)
+    if world > 1:
+        return _distributed_source(
+            cfg,
+            teacher,
+            datasets,
+            collator,
+            device,
+            request,
+            components,
+            ex,
+            spec,
+            resolved,
+            root,
+            directory,
+            quiet=quiet or rank != 0,
+            rank=rank,
+            world=world,
+        )
     try:
         cache = TeacherCache.open(directory, fingerprint)
     except CacheInvalid as why:
@@ -1199,6 +1540,61 @@ def build_teacher_source(
     return CachedTeacher(cache, request, device)
 
 
+def _distributed_source(
+    cfg: Config,
+    teacher: nn.Module,
+    datasets: list[Any],
+    collator: Any,
+    device: torch.device,
+    request: FeatureRequest,
+    components: dict[str, Any],
+    ex: _Examples,
+    spec: CacheSpec,
+    resolved: str,
+    root: Path,
+    directory: Path,
+    *,
+    quiet: bool,
+    rank: int,
+    world: int,
+) -> TeacherSource:
+    """:func:`build_teacher_source` over several processes: process 0 looks, all build, all open."""
+    fingerprint = cache_fingerprint(components)
+    found: tuple[str, str] | None = None
+    if rank == 0:
+        try:
+            found = (str(directory), TeacherCache.open(directory, fingerprint).fingerprint)
+        except CacheInvalid as why:
+            other = find_compatible_cache(root, components, request, spec.hidden)
+            if other is not None:
+                found = (str(other.directory), other.fingerprint)
+            elif directory.exists() and not quiet:
+                print(f"teacher cache: rebuilding {directory}: {why}")
+    found = broadcast_object(found)
+    if found is not None:
+        cache = _open_everywhere(Path(found[0]), found[1])
+    else:
+        cache = _build(
+            teacher,
+            datasets,
+            collator,
+            ex,
+            spec,
+            components,
+            fingerprint,
+            directory,
+            dtype=cfg.teacher.cache_dtype,
+            batch_size=cfg.train.eval_batch_size,
+            device=device,
+            precision=resolved,
+            quiet=quiet,
+            world=(rank, world),
+        )
+    if not quiet:
+        print(f"teacher cache: using {cache.directory} ({cache.num_examples} examples, {cache.dtype})")
+    return CachedTeacher(cache, request, device)
+
+
 __all__ = [
     "CACHE_DTYPES",
     "CacheSpec",
@@ -1213,6 +1609,7 @@ __all__ = [
     "find_compatible_cache",
     "prepare_fingerprint",
     "probs_from_scores",
+    "shard_rows",
     "teacher_hidden_layers",
     "tokenizer_hash",
     "weights_hash",
