@@ -610,41 +610,50 @@ def run_training(
         raise _interrupted(distiller, saver, run_dir, run_json, resume_hint, quiet)
 
     # -- final evaluation of the best student (and the teacher, for retention) ---------------------------
-    from textdistill.models.io import load_student
+    try:
+        if main and not model_dir.is_dir():
+            # No evaluation ever improved (e.g. every metric NaN): keep the final student rather than nothing.
+            save_model(distiller.unwrapped_student(), model_dir, tokenizer, id2label)
+        from textdistill.models.io import load_student
 
-    accelerator.wait_for_everyone()  # the main process has written the best student
-    best_model = load_student(model_dir).to(device)
-    dev_metrics, student_dev_logits = evaluate(best_model, dev_ds)
-    results: dict[str, Any] = {"dev": dev_metrics, "best_step": state.best_step}
-    teacher_dev = None
-    if teacher is not None:
-        teacher_dev, teacher_dev_logits = evaluate(teacher, dev_ds)
-        results["teacher_dev"] = teacher_dev
-        from textdistill.evaluation.metrics import agreement
+        accelerator.wait_for_everyone()  # the main process has written the best student
+        best_model = load_student(model_dir).to(device)
+        dev_metrics, student_dev_logits = evaluate(best_model, dev_ds)
+        results: dict[str, Any] = {"dev": dev_metrics, "best_step": state.best_step}
+        teacher_dev = None
+        if teacher is not None:
+            teacher_dev, teacher_dev_logits = evaluate(teacher, dev_ds)
+            results["teacher_dev"] = teacher_dev
+            from textdistill.evaluation.metrics import agreement
 
-        results["dev_agreement_with_teacher"] = agreement(student_dev_logits, teacher_dev_logits)
-    test_metrics = None
-    if test_ds is not None and any(e.label is not None for e in task.test):
-        test_metrics, _ = evaluate(best_model, test_ds)
-        results["test"] = test_metrics
-    from textdistill.models.io import count_parameters
+            results["dev_agreement_with_teacher"] = agreement(student_dev_logits, teacher_dev_logits)
+        test_metrics = None
+        if test_ds is not None and any(e.label is not None for e in task.test):
+            test_metrics, _ = evaluate(best_model, test_ds)
+            results["test"] = test_metrics
+        from textdistill.models.io import count_parameters
 
-    results["parameters"] = count_parameters(best_model)
-    if teacher is not None:
-        results["teacher_parameters"] = count_parameters(teacher)
-    run_json.update(
-        status="finished",
-        ended=time.time(),
-        seconds=round(time.time() - started, 1),
-        precision=precision,
-        state=state.to_dict(),
-        results=results,
-    )
-    if main:
-        write_json_atomic(run_dir / "eval_results.json", results)
-        write_json_atomic(run_dir / "run.json", run_json)
-    if mode == "distill" and cfg.report and main:
-        write_run_report(cfg, run_dir, quiet=quiet)
+        results["parameters"] = count_parameters(best_model)
+        if teacher is not None:
+            results["teacher_parameters"] = count_parameters(teacher)
+        run_json.update(
+            status="finished",
+            ended=time.time(),
+            seconds=round(time.time() - started, 1),
+            precision=precision,
+            state=state.to_dict(),
+            results=results,
+        )
+        if main:
+            write_json_atomic(run_dir / "eval_results.json", results)
+            write_json_atomic(run_dir / "run.json", run_json)
+        if mode == "distill" and cfg.report and main:
+            write_run_report(cfg, run_dir, quiet=quiet)
+    except BaseException as e:
+        if main:
+            run_json.update(status="failed", error=f"{type(e).__name__}: {e}", ended=time.time())
+            write_json_atomic(run_dir / "run.json", run_json)
+        raise
     accelerator.wait_for_everyone()  # the run directory is complete when any process returns
     return RunResult(
         run_dir=run_dir,
