@@ -186,3 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = ["add_augment_parser", "augment_cli", "config_from_args", "main"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Hook for ``textdistill.cli_ext``: adds ``textdistill augment``."""
+    add_augment_parser(subparsers)
