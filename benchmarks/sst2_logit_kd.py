@@ -10,7 +10,7 @@ Students (all distilled on the same examples, same seed, same number of optimize
     truncate-2L   teacher layers 3 and 6 copied (DistilBERT-style), logit KD
     shrink-4L-192 4 layers, hidden 192, 12 heads, random init (embeddings PCA-initialised), logit KD
     bilstm        Tang et al. 2019: 1-layer BiLSTM (300/300), logit MSE
-    shrink-4L-192 + tinybert   intermediate stage (embedding/hidden/attention MSE, uniform map), then
+    shrink-4L-192 + tinybert   intermediate stage (embedding/hidden/attention MSE, evenly spread map), then
                                prediction stage (soft CE); each stage half of the steps
     shrink-4L-192 + minilmv2   last-layer Q-Q/K-K/V-V relations, then logit KD; each stage half of the steps
 
@@ -28,6 +28,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -48,10 +49,13 @@ SHRINK = StudentConfig(type="shrink", num_layers=4, hidden_size=192, num_heads=1
 
 def students() -> dict[str, list[tuple[StudentConfig, list[LossTermConfig], float, float]]]:
     """name -> stages of (student, objective, lr, share of the step budget)."""
+    # 6 teacher layers onto 4: TinyBERT's uniform map needs a multiple, so the evenly spread explicit map
+    # (student layer i <- teacher layer 2, 3, 4, 6; embeddings matched by embedding_mse).
+    spread = LayerMapConfig(strategy="explicit", pairs=[[1, 2], [2, 3], [3, 4], [4, 6]])
     tinybert_mid = [
         LossTermConfig(name="embedding_mse"),
-        LossTermConfig(name="hidden_mse", layer_map=LayerMapConfig(strategy="uniform")),
-        LossTermConfig(name="attention_mse", layer_map=LayerMapConfig(strategy="uniform")),
+        LossTermConfig(name="hidden_mse", layer_map=spread),
+        LossTermConfig(name="attention_mse", layer_map=spread),
     ]
     minilm = [LossTermConfig(name="minilmv2", params={"relations": ["qq", "kk", "vv"]})]
     return {
@@ -82,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results-md", default="docs/results.md")
     ap.add_argument("--cache", action="store_true", help="use the teacher-output cache")
     ap.add_argument(
+        "--reuse", action="store_true", help="reuse finished student runs of an earlier invocation"
+    )
+    ap.add_argument(
         "--augment", type=int, default=0, help="also run BiLSTM + Tang augmentation (N per input)"
     )
     args = ap.parse_args(argv)
@@ -96,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         max_length=args.max_length,
     )
     results: dict = {"args": vars(args), "machine": machine(), "models": {}}
+    previous = work / "sst2_results.json"
+    if args.only and previous.exists():  # a partial re-run adds to (or replaces) models of the last run
+        results["models"] = json.loads(previous.read_text())["models"]
     t0 = time.time()
     teacher_dir = Path(args.teacher) if args.teacher else work / "teacher" / "model"
     if not (teacher_dir / "config.json").exists():
@@ -155,7 +165,11 @@ def main(argv: list[str] | None = None) -> int:
                 cfg = replace(cfg, augment=AugmentConfig(**augment))
             if len(stages) > 1 and i == 0:
                 cfg = replace(cfg, train=replace(cfg.train, metric="last"))
-            run = run_training(cfg, "distill")
+            done = out / "run.json"
+            if args.reuse and done.exists() and json.loads(done.read_text()).get("status") == "finished":
+                run = SimpleNamespace(run_dir=out, model_dir=out / "model")  # finished earlier: reuse
+            else:
+                run = run_training(cfg, "distill")
             prev = run.model_dir
         ev = json.loads((run.run_dir / "eval_results.json").read_text())
         results["models"][name] = {
