@@ -32,7 +32,7 @@ class DemoSize:
 
 
 FULL = DemoSize(train_examples=4000, eval_examples=1000, teacher_epochs=1.0, student_epochs=4.0)
-QUICK = DemoSize(train_examples=480, eval_examples=256, teacher_epochs=1.0, student_epochs=3.0)
+QUICK = DemoSize(train_examples=320, eval_examples=160, teacher_epochs=1.0, student_epochs=3.0)
 
 
 def teacher_base_path() -> Path:
