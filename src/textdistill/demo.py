@@ -84,7 +84,9 @@ def demo_configs(
         student=StudentConfig(type="pretrained", path=str(base_model or teacher_base_path())),
         data=data,
         objective=[LossTermConfig(name="hard_ce")],
-        train=TrainConfig(epochs=size.teacher_epochs, batch_size=32, lr=1e-4, warmup_ratio=0.1, seed=42),
+        train=TrainConfig(
+            epochs=size.teacher_epochs, batch_size=32, lr=1e-4, warmup_ratio=0.1, seed=42, keep_checkpoints=0
+        ),
         output_dir=str(out / "teacher"),
         overwrite=overwrite,
     )
@@ -103,7 +105,9 @@ def demo_configs(
             LossTermConfig(name="kd_kl", weight=0.8, params={"temperature": 2.0}),
             LossTermConfig(name="hard_ce", weight=0.2),
         ],
-        train=TrainConfig(epochs=size.student_epochs, batch_size=32, lr=1e-3, warmup_ratio=0.06, seed=42),
+        train=TrainConfig(
+            epochs=size.student_epochs, batch_size=32, lr=1e-3, warmup_ratio=0.06, seed=42, keep_checkpoints=0
+        ),
         output_dir=str(out / "student"),
         overwrite=overwrite,
     )
