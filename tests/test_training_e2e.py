@@ -264,3 +264,53 @@ def test_regression_finetune(work):
     # evaluate on the saved directory detects regression from the single output.
     again = evaluate_dir(result.model_dir, work / "reg_dev.tsv", overrides=["label_column=score"])
     assert again["pearson"] == pytest.approx(result.dev_metrics["pearson"], abs=1e-6)
+
+
+def test_augmented_distillation_uses_teacher_labels_for_new_rows(teacher, work, monkeypatch):
+    """augment.method=tang: new rows join the training set without labels (teacher soft targets only)."""
+    from textdistill.data.encoding import EncodedDataset
+    from textdistill.training import runner
+
+    seen: dict[str, list] = {}
+    real = runner.augmented_train
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        seen["examples"] = out
+        return out
+
+    monkeypatch.setattr(runner, "augmented_train", spy)
+    cfg = load_config(
+        None,
+        [
+            f"teacher.path={teacher.model_dir}",
+            *_data(work, "augmented"),
+            "student.type=bilstm",
+            "teacher.cache=true",
+            "augment.method=tang",
+            "augment.n_aug=2",
+            "objective=[{name: kd_kl}, {name: hard_ce, weight: 0.5}]",
+            "train.max_steps=4",
+            *COMMON,
+        ],
+    )
+    result = run_training(cfg, "distill", quiet=True)
+    examples = seen["examples"]
+    originals = [e for e in examples if e.is_original]
+    new = [e for e in examples if not e.is_original]
+    assert len(originals) == 160 and len(new) > 160  # up to 2 per sentence, duplicates removed
+    assert all(e.label is None for e in new) and all(e.label is not None for e in originals)
+    assert len({e.id for e in examples}) == len(examples)
+    # Unlabelled rows are encoded with the ignore index, so hard_ce skips them.
+    ds = EncodedDataset(new[:4], load_tokenizer_for(teacher.model_dir), 32, None)
+    assert all(item["label"] == -100 for item in (ds[i] for i in range(len(ds))))
+    assert json.loads((result.run_dir / "run.json").read_text())["status"] == "finished"
+    # The augmented set is cached next to the run (reused while its fingerprint matches).
+    cached = list((work / ".textdistill-cache" / "augment").glob("*.jsonl"))
+    assert len(cached) == 1
+
+
+def load_tokenizer_for(model_dir):
+    from textdistill.models.teacher import load_tokenizer
+
+    return load_tokenizer(model_dir)
