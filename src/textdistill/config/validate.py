@@ -74,30 +74,12 @@ def run_dir_problem(output_dir: str, overwrite: bool) -> str | None:
     return None
 
 
-def validate_config(cfg: Config, mode: str = "distill", *, num_labels: int | None = None) -> Validated:
-    """Check ``cfg`` for ``mode`` (distill | finetune) without loading weights.
-
-    Args:
-        cfg: the resolved config.
-        mode: ``distill`` needs a teacher; ``finetune`` trains ``student`` on hard labels with no teacher.
-        num_labels: the number of classes if already known (else the teacher's, or 2 for the check).
-
-    Returns:
-        The teacher's and student's static info.
-
-    Raises:
-        ConfigError: every problem found.
-    """
-    from textdistill.losses.objective import validate_objective
-    from textdistill.models.students import student_info, validate_student
-    from textdistill.models.teacher import model_info
+def train_value_problems(cfg: Config) -> list[str]:
+    """Problems with the training values and ``data.max_length``; shared by every mode, general included."""
     from textdistill.training.precision import resolve_precision
 
     problems: list[str] = []
     t, d = cfg.train, cfg.data
-    if mode not in MODES:
-        raise ConfigError(f"mode {mode!r} is not one of {', '.join(MODES)}")
-    # -- values ---------------------------------------------------------------------------------------------
     try:
         # Against the device the run will use: fp16 on a CPU must fail here, not after the run dir exists.
         resolve_precision(t.precision, run_device())
@@ -122,6 +104,35 @@ def validate_config(cfg: Config, mode: str = "distill", *, num_labels: int | Non
     for key, value in (("train.eval_every", t.eval_every), ("train.save_every", t.save_every)):
         if value is not None and value < 1:
             problems.append(f"{key}: must be >= 1 or null, got {value}")
+    if d.max_length < 8:
+        problems.append(f"data.max_length: must be >= 8, got {d.max_length}")
+    return problems
+
+
+def validate_config(cfg: Config, mode: str = "distill", *, num_labels: int | None = None) -> Validated:
+    """Check ``cfg`` for ``mode`` (distill | finetune) without loading weights.
+
+    Args:
+        cfg: the resolved config.
+        mode: ``distill`` needs a teacher; ``finetune`` trains ``student`` on hard labels with no teacher.
+        num_labels: the number of classes if already known (else the teacher's, or 2 for the check).
+
+    Returns:
+        The teacher's and student's static info.
+
+    Raises:
+        ConfigError: every problem found.
+    """
+    from textdistill.losses.objective import validate_objective
+    from textdistill.models.students import student_info, validate_student
+    from textdistill.models.teacher import model_info
+
+    problems: list[str] = []
+    t, d = cfg.train, cfg.data
+    if mode not in MODES:
+        raise ConfigError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    # -- values ---------------------------------------------------------------------------------------------
+    problems.extend(train_value_problems(cfg))
     if t.metric is not None:
         # Only what evaluation reports can select the best model: any other name would never "improve", no
         # model would be saved, and the run would fail at its very end.
@@ -137,8 +148,6 @@ def validate_config(cfg: Config, mode: str = "distill", *, num_labels: int | Non
                 f"train.metric: {t.metric!r} is not a {task} metric{hint} (choose one of {', '.join(valid)}, "
                 "or leave it unset)"
             )
-    if d.max_length < 8:
-        problems.append(f"data.max_length: must be >= 8, got {d.max_length}")
     if d.format not in ("auto", "tsv", "csv", "jsonl", "hf"):
         problems.append(f"data.format: {d.format!r} is not one of auto, tsv, csv, jsonl, hf")
     if cfg.teacher.cache_dtype not in ("fp16", "bf16", "fp32"):

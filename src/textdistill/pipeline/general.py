@@ -148,34 +148,6 @@ class CorpusStream(IterableDataset):
         return sum(len(self._encode(lines)["input_ids"]) for lines in self._chunks())
 
 
-def _train_problems(cfg: Config) -> list[str]:
-    """The value checks of :func:`~textdistill.config.validate.validate_config` (which knows no general
-    mode) that apply to a general stage."""
-    from textdistill.training.precision import PRECISIONS
-
-    t, problems = cfg.train, []
-    if t.precision not in PRECISIONS:
-        problems.append(f"train.precision: {t.precision!r} is not one of {', '.join(PRECISIONS)}")
-    for key, value in (("train.lr", t.lr), ("train.epochs", t.epochs)):
-        if not value > 0:
-            problems.append(f"{key}: must be > 0, got {value}")
-    if t.batch_size < 1:
-        problems.append(f"train.batch_size: must be >= 1, got {t.batch_size}")
-    if t.grad_accum < 1 or t.grad_accum > max(1, t.batch_size):
-        problems.append(
-            f"train.grad_accum: must be between 1 and train.batch_size ({t.batch_size}), got {t.grad_accum}"
-        )
-    if t.max_steps is not None and t.max_steps < 1:
-        problems.append(f"train.max_steps: must be >= 1 or null, got {t.max_steps}")
-    if t.lr_schedule not in ("linear", "cosine", "constant"):
-        problems.append(f"train.lr_schedule: {t.lr_schedule!r} is not one of linear, cosine, constant")
-    if not 0 <= t.warmup_ratio < 1:
-        problems.append(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
-    if cfg.data.max_length < 8:
-        problems.append(f"data.max_length: must be >= 8, got {cfg.data.max_length}")
-    return problems
-
-
 def validate_general(cfg: Config) -> tuple[ModelInfo | None, ModelInfo | None]:
     """Check a general-distillation config without loading weights; every problem at once.
 
@@ -189,12 +161,13 @@ def validate_general(cfg: Config) -> tuple[ModelInfo | None, ModelInfo | None]:
     Raises:
         ConfigError: every problem found.
     """
+    from textdistill.config.validate import train_value_problems
     from textdistill.data.corpus import corpus_files, iter_plain_text
     from textdistill.losses.objective import validate_objective
     from textdistill.models.students import student_info, validate_student
     from textdistill.models.teacher import model_info
 
-    problems = _train_problems(cfg)
+    problems = train_value_problems(cfg)
     paths = corpus_paths(cfg.data.train)
     if not paths:
         problems.append(
