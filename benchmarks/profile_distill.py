@@ -1,13 +1,24 @@
 """Where the time of a distillation epoch goes: teacher, student forward, backward, optimizer, data.
 
-Runs the same distill job twice in one invocation — live teacher, then teacher-output cache — and times
-the phases by wrapping them (class-level wrappers, no change to the loop):
+Runs the same one-epoch distill job several ways in one invocation and times the phases by wrapping them
+(class-level wrappers, no change to the loop):
 
-    teacher    LiveTeacher.__call__ / CachedTeacher.__call__ (the cache pass itself is reported apart)
-    student    the student's forward (HFClassifier / BiLSTM in train mode)
-    backward   Accelerator.backward
-    optimizer  AdamW.step
-    data       Collator.__call__ (padding and tensor building)
+    before          live teacher, random batches (no length grouping): the plain loop every toolkit has
+    live, grouped   live teacher, length-grouped batches (less padding)
+    cache, grouped  teacher-output cache (cold: built inside the run) + length-grouped batches: the default
+    + compile       the same with train.compile=true (only with --compile; inductor needs a C++ compiler)
+
+Phases:
+
+    teacher         LiveTeacher.__call__ / CachedTeacher.__call__ inside the steps
+    cache_pass      build_teacher_source: the one teacher inference pass that fills the cache
+    student         the student's forward (HFClassifier / BiLSTM in train mode)
+    backward        Accelerator.backward
+    optimizer       AdamW.step
+    step_other      the rest of Distiller.train_step (loss, clipping, scheduler, logging: the loop's overhead)
+    data            Collator.__call__ (padding and tensor building)
+    evaluation      the per-epoch dev evaluation of the student
+    teacher_dev     the teacher's dev evaluation (for retention; cached beside the teacher cache)
 
 Example:
     python benchmarks/profile_distill.py --data ../shared/data/sst2 --teacher runs/bench-sst2/teacher/model \
@@ -21,6 +32,7 @@ import json
 import time
 from collections import defaultdict
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -33,6 +45,10 @@ def timed(name: str, fn, predicate=None):
     def wrapper(*args, **kwargs):
         if predicate is not None and not predicate(*args, **kwargs):
             return fn(*args, **kwargs)
+        if name == "step_total":  # (distiller, batch): count real and padded tokens of training batches
+            mask = args[1]["attention_mask"]
+            COUNTS["real_tokens"] += int(mask.sum())
+            COUNTS["batch_tokens"] += mask.numel()
         t = time.perf_counter()
         try:
             return fn(*args, **kwargs)
@@ -51,6 +67,7 @@ def instrumented():
     from textdistill.data.collate import Collator
     from textdistill.models.bilstm import BiLSTMClassifier
     from textdistill.models.hf import HFClassifier
+    from textdistill.training import runner, teacher_cache
     from textdistill.training.distiller import Distiller, LiveTeacher
     from textdistill.training.teacher_cache import CachedTeacher
 
@@ -64,6 +81,10 @@ def instrumented():
         (Collator, "__call__", "data", None),
         (Distiller, "train_step", "step_total", None),
         (Distiller, "evaluate", "evaluation", None),
+    ]
+    patches += [
+        (teacher_cache, "build_teacher_source", "cache_pass", None),
+        (runner, "teacher_dev_evaluation", "teacher_dev", None),
     ]
     saved = [(cls, attr, getattr(cls, attr)) for cls, attr, _, _ in patches]
     for cls, attr, name, pred in patches:
@@ -93,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-examples", type=int, default=2000)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--out", default="benchmarks/results/profile_distill.json")
+    ap.add_argument("--compile", action="store_true", help="also profile train.compile=true")
     args = ap.parse_args(argv)
 
     data = DataConfig(
@@ -103,18 +125,31 @@ def main(argv: list[str] | None = None) -> int:
         max_length=args.max_length,
     )
     results = {}
-    for label, cache in (("live teacher", False), ("teacher cache", True)):
+    import shutil
+
+    variants = [
+        ("before", False, False, False),
+        ("live, grouped", False, True, False),
+        ("cache, grouped", True, True, False),
+    ]
+    if args.compile:
+        variants.append(("+ compile", True, True, True))
+    for label, cache, grouped, compiled in variants:
         TIMES.clear()
         COUNTS.clear()
+        cache_dir = Path(args.work) / "cache"
+        shutil.rmtree(cache_dir, ignore_errors=True)  # every run starts cold: nothing reused between them
         cfg = Config(
-            teacher=TeacherConfig(path=args.teacher, cache=cache, cache_dir=str(Path(args.work) / "cache")),
+            teacher=TeacherConfig(path=args.teacher, cache=cache, cache_dir=str(cache_dir)),
             student=StudentConfig(
                 type="shrink", num_layers=4, hidden_size=192, num_heads=12, intermediate_size=768
             ),
-            data=data,
+            data=replace(data, group_by_length=grouped),
             objective=[LossTermConfig(name="kd_kl", params={"temperature": 2.0})],
-            train=TrainConfig(epochs=1, batch_size=32, lr=5e-4, progress=False, keep_checkpoints=0),
-            output_dir=str(Path(args.work) / label.replace(" ", "-")),
+            train=TrainConfig(
+                epochs=1, batch_size=32, lr=5e-4, progress=False, keep_checkpoints=0, compile=compiled
+            ),
+            output_dir=str(Path(args.work) / "".join(c if c.isalnum() else "-" for c in label)),
             overwrite=True,
             report=False,
         )
@@ -126,7 +161,13 @@ def main(argv: list[str] | None = None) -> int:
         phases = {k: round(v, 2) for k, v in TIMES.items()}
         inside = sum(TIMES[k] for k in ("teacher", "student", "backward", "optimizer"))
         phases["step_other"] = round(TIMES["step_total"] - inside, 2)
-        results[label] = {"wall_s": round(wall, 1), "steps": steps, "phases_s": phases}
+        padding = 1 - COUNTS["real_tokens"] / max(COUNTS["batch_tokens"], 1)
+        results[label] = {
+            "wall_s": round(wall, 1),
+            "steps": steps,
+            "padding_share": round(padding, 4),
+            "phases_s": phases,
+        }
         print(label, json.dumps(results[label]), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(
@@ -137,12 +178,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def table(results: dict) -> str:
-    keys = ["teacher", "student", "backward", "optimizer", "step_other", "data", "evaluation", "step_total"]
+    keys = [
+        "cache_pass",
+        "teacher",
+        "student",
+        "backward",
+        "optimizer",
+        "step_other",
+        "data",
+        "evaluation",
+        "teacher_dev",
+        "step_total",
+    ]
     lines = ["| phase | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
     for k in keys:
         lines.append(
             f"| {k} | " + " | ".join(f"{r['phases_s'].get(k, 0.0):.1f} s" for r in results.values()) + " |"
         )
+    lines.append(
+        "| padding share of training batches | "
+        + " | ".join(f"{100 * r['padding_share']:.1f}%" for r in results.values())
+        + " |"
+    )
     lines.append(
         "| wall (run incl. load, cache pass, eval) | "
         + " | ".join(f"{r['wall_s']:.1f} s" for r in results.values())

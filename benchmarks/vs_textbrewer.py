@@ -17,6 +17,10 @@ why not ``ru_maxrss``), run in the order textdistill, TextBrewer, textdistill, T
     best   each tool's best out-of-the-box setting. textdistill: teacher.cache=true (a cold cache per run,
            built inside the timed run), train.precision=auto, data.group_by_length=true. TextBrewer: its
            defaults (GeneralDistiller, no logit cache, fp32 on CPU: its fp16 needs apex + CUDA).
+    warm   textdistill's best setting with a warm cache: the teacher outputs (and the teacher's dev
+           evaluation) were stored by an earlier run on the same teacher and data, as when a user tries
+           several students, seeds or hyper-parameters. An untimed priming run builds the cache once per
+           job and seed; TextBrewer has no cache, so its ``best`` runs of the same job and seed are the pair.
     fp32   both in fp32 (textdistill train.precision=fp32). Skipped when ``auto`` already resolves to fp32
            on this machine (CPUs without bf16): it would repeat ``best`` exactly.
 
@@ -41,8 +45,8 @@ Known differences, each tool's own definition of the "same" loss (documented, no
   instead feeds TextBrewer HF's ``output_attentions`` probabilities, the style of TextBrewer's HF example
   adaptors; transformers 5 only returns them from eager attention, so both models then load with
   ``attn_implementation="eager"`` (a different, slower job).
-* textdistill also evaluates the teacher on dev at the end of a run (for retention) and reloads the best
-  student for a final evaluation; TextBrewer has no such step. Both are inside the timed wall time.
+* textdistill also evaluates the teacher on dev once per run (for retention and agreement; stored with the
+  teacher cache, so a warm run reads it); TextBrewer has no such step. It is inside the timed wall time.
 * textdistill keeps the best-dev epoch; TextBrewer the last. Both accuracies are reported.
 
 Compatibility shim (TextBrewer 0.2.1 with torch 2.13 / transformers 5): TextBrewer imports a tensorboard
@@ -210,6 +214,7 @@ def run_textdistill(spec: dict, result: dict) -> None:
     )
     from textdistill.evaluation import metrics as metrics_mod
     from textdistill.training import distiller as distiller_mod
+    from textdistill.training import runner as runner_mod
     from textdistill.training import teacher_cache
     from textdistill.training.runner import run_training
 
@@ -220,6 +225,7 @@ def run_textdistill(spec: dict, result: dict) -> None:
     original_step = distiller_mod.Distiller.train_step
     original_source = teacher_cache.build_teacher_source
     original_eval = metrics_mod.evaluate_model
+    original_teacher_eval = runner_mod.teacher_dev_evaluation
 
     def fit(self):
         t = time.perf_counter()
@@ -246,7 +252,15 @@ def run_textdistill(spec: dict, result: dict) -> None:
         finally:
             calls.append(time.perf_counter() - t)
 
+    def teacher_dev_evaluation(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return original_teacher_eval(*args, **kwargs)
+        finally:
+            timing["teacher_eval_s"] = time.perf_counter() - t
+
     metrics_mod.evaluate_model = evaluate_model
+    runner_mod.teacher_dev_evaluation = teacher_dev_evaluation
     distiller_mod.Distiller.fit = fit
     distiller_mod.Distiller.train_step = train_step
     teacher_cache.build_teacher_source = build_teacher_source
@@ -262,8 +276,10 @@ def run_textdistill(spec: dict, result: dict) -> None:
             kd,
         ]
     run_dir = Path(spec["run_dir"])
-    cache_dir = run_dir.parent / f"{run_dir.name}-cache"
-    shutil.rmtree(cache_dir, ignore_errors=True)  # a cold cache: building it is part of the timed work
+    warm = bool(spec.get("td_cache_dir"))
+    cache_dir = Path(spec["td_cache_dir"]) if warm else run_dir.parent / f"{run_dir.name}-cache"
+    if not warm:
+        shutil.rmtree(cache_dir, ignore_errors=True)  # a cold cache: building it is part of the timed work
     cfg = Config(
         teacher=TeacherConfig(path=spec["teacher"], cache=spec["td_cache"], cache_dir=str(cache_dir)),
         student=StudentConfig(type="pretrained", path=spec["student_init"]),
@@ -300,7 +316,7 @@ def run_textdistill(spec: dict, result: dict) -> None:
         precision=run_json.get("precision"),
         eval_s=sum(calls),
         eval_calls_s=calls,
-        teacher_eval_s=calls[-1] if run.teacher_dev_metrics is not None else None,
+        teacher_eval_s=timing.get("teacher_eval_s"),
         train_phase_s=timing.get("teacher_source_s", 0.0) + timing["fit_s"],
         fit_s=timing["fit_s"],
         teacher_source_s=timing.get("teacher_source_s", 0.0),
@@ -311,7 +327,8 @@ def run_textdistill(spec: dict, result: dict) -> None:
         dev_accuracy_best=run.dev_metrics["accuracy"],
         teacher_dev_accuracy=(run.teacher_dev_metrics or {}).get("accuracy"),
     )
-    shutil.rmtree(cache_dir, ignore_errors=True)
+    if not warm:
+        shutil.rmtree(cache_dir, ignore_errors=True)
 
 
 def import_textbrewer() -> tuple[Any, str | None]:
@@ -668,6 +685,8 @@ def settings_to_run(requested: list[str]) -> tuple[list[str], str | None]:
     auto = resolve_precision("auto", device)
     out, note = [], None
     for s in requested:
+        if s == "warm" and "best" not in requested:
+            raise SystemExit("--settings warm pairs with TextBrewer's best runs: add best")
         if s == "fp32" and "best" in requested and auto == "fp32":
             note = f"setting fp32 skipped: train.precision=auto resolves to fp32 on this {device}, so it equals best"
             continue
@@ -758,7 +777,17 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     keys = sorted({(r["job"], r["setting"]) for r in runs}, key=lambda k: (JOBS.index(k[0]), k[1]))
     for job, setting in keys:
-        group = [r for r in runs if r["job"] == job and r["setting"] == setting and "error" not in r]
+        # warm has textdistill runs only: TextBrewer (no cache) pairs with its best runs of the same job
+        group = [
+            r
+            for r in runs
+            if r["job"] == job
+            and "error" not in r
+            and (
+                r["setting"] == setting
+                or (setting == "warm" and r["setting"] == "best" and r["tool"] == "textbrewer")
+            )
+        ]
         entry: dict[str, Any] = {}
         for tool in TOOLS:
             rs = [r for r in group if r["tool"] == tool]
@@ -810,6 +839,8 @@ def markdown(results: dict[str, Any]) -> str:
         job, setting = key.split("/")
         for tool in TOOLS:
             s = entry[tool]
+            if setting == "warm" and tool == "textbrewer":
+                continue  # the same runs as its best row
             lines.append(
                 f"| {job} | {setting} | {tool} | {fmt_stat(s['wall_s'], 1)} | {fmt_stat(s['train_phase_s'], 1)} | "
                 f"{fmt_stat(s['eval_s'], 1)} | "
@@ -859,7 +890,11 @@ def docs_body(results: dict[str, Any], table: str) -> str:
             f"{seed0.get('dev_majority_accuracy', float('nan')):.4f}."
         )
     checks = results["checks"]
-    te = [r["teacher_eval_s"] for r in results["runs"] if r.get("teacher_eval_s") is not None]
+    te = [
+        r["teacher_eval_s"]
+        for r in results["runs"]
+        if r.get("teacher_eval_s") is not None and r["setting"] != "warm" and r["tool"] == "textdistill"
+    ]
     teacher_eval = f"{statistics.mean(te):.1f} s per run" if te else "not measured"
     acc = results.get("teacher_dev_accuracy")
     teacher_acc = f"{acc:.4f}" if acc is not None else "n/a"
@@ -887,12 +922,13 @@ def docs_body(results: dict[str, Any], table: str) -> str:
             "",
             table,
             "",
-            "Wall time is each run end to end in its own process (data, model loading, textdistill's cold "
-            "teacher cache, training, per-epoch dev evaluation, checkpoints); train phase is textdistill's "
-            "cache pass + loop vs TextBrewer's `train()`; dev eval is every dev evaluation inside the wall "
-            "time: textdistill evaluates the student after each epoch, again after reloading the best model, "
-            f"and the teacher (for retention; {teacher_eval}), TextBrewer only after each epoch (the callback "
-            "written here). Peak RSS is each process's VmHWM. Ratios > 1 mean textdistill was faster. Loss "
+            "Wall time is each run end to end in its own process (data, model loading, textdistill's "
+            "teacher cache (cold in `best`: built inside the run; warm in `warm`: built by an earlier, "
+            "untimed run on the same teacher and data), training, per-epoch dev evaluation, checkpoints); "
+            "train phase is textdistill's cache pass + loop vs TextBrewer's `train()`; dev eval is every dev "
+            "evaluation inside the wall time: both evaluate the student after each epoch (TextBrewer through "
+            "the callback written here); textdistill also scores the teacher once for retention and "
+            f"agreement ({teacher_eval} when not cached). The `warm` rows pair with TextBrewer's `best` runs. Peak RSS is each process's VmHWM. Ratios > 1 mean textdistill was faster. Loss "
             "definitions differ in per-example vs per-token averaging and projection init (see the script's "
             f"docstring). {len(a['seeds_list'])} pair(s) per job and setting on a shared machine "
             f"(load above): ratios from so few pairs are indicative only.",
@@ -919,7 +955,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--seeds", type=int, default=1, help="seeds 42, 43, ...; mean ± std when > 1")
     ap.add_argument("--jobs", nargs="+", default=list(JOBS), choices=JOBS)
-    ap.add_argument("--settings", nargs="+", default=["best", "fp32"], choices=["best", "fp32"])
+    ap.add_argument(
+        "--settings", nargs="+", default=["best", "warm", "fp32"], choices=["best", "warm", "fp32"]
+    )
     ap.add_argument("--student-layers", type=int, default=4)
     ap.add_argument("--student-hidden", type=int, default=192)
     ap.add_argument("--student-heads", type=int, default=12)
@@ -970,7 +1008,33 @@ def main(argv: list[str] | None = None) -> int:
         sd = prepared["seeds"][seed]
         for job in args.jobs:
             for setting in settings:
-                for tool in TOOLS:  # A B A B: textdistill, then TextBrewer, for every pair
+                tools = ("textdistill",) if setting == "warm" else TOOLS
+                if setting == "warm":  # untimed: builds the cache the warm run reads
+                    name = f"{job}-warm-prime-s{seed}"
+                    print(
+                        f"[{time.time() - t0:6.0f}s] {name} (priming the cache, not recorded) ...", flush=True
+                    )
+                    prime = run_child(
+                        dict(
+                            base,
+                            name=name,
+                            tool="textdistill",
+                            job=job,
+                            setting="prime",
+                            seed=seed,
+                            data=sd["data"],
+                            train_examples_used=sd["train_examples_used"],
+                            run_dir=str((work / "runs" / name).resolve()),
+                            td_cache=True,
+                            td_cache_dir=str((work / "warm-cache").resolve()),
+                            td_precision="auto",
+                        ),
+                        work,
+                        args.run_timeout,
+                    )
+                    if "error" in prime:
+                        print(f"  FAILED ({prime['error']}):\n{prime['log_tail']}", flush=True)
+                for tool in tools:  # A B A B: textdistill, then TextBrewer, for every pair
                     name = f"{job}-{setting}-{tool}-s{seed}"
                     spec = dict(
                         base,
@@ -983,7 +1047,8 @@ def main(argv: list[str] | None = None) -> int:
                         train_examples_used=sd["train_examples_used"],
                         run_dir=str((work / "runs" / name).resolve()),
                         td_cache=True,
-                        td_precision="auto" if setting == "best" else "fp32",
+                        td_cache_dir=str((work / "warm-cache").resolve()) if setting == "warm" else None,
+                        td_precision="fp32" if setting == "fp32" else "auto",
                     )
                     print(f"[{time.time() - t0:6.0f}s] {name} ...", flush=True)
                     res = run_child(spec, work, args.run_timeout)

@@ -487,9 +487,101 @@ def make_config(s: Setup, tmp_path: Path, **teacher) -> Config:
 def test_source_is_live_without_cache(setup: Setup, tmp_path: Path) -> None:
     _, objective = make_objective("logits", setup.teacher)
     source = build_teacher_source(
-        make_config(setup, tmp_path), setup.teacher, objective, [setup.ds], setup.collator, CPU, "fp32"
+        make_config(setup, tmp_path, cache=False),
+        setup.teacher,
+        objective,
+        [setup.ds],
+        setup.collator,
+        CPU,
+        "fp32",
     )
     assert isinstance(source, LiveTeacher)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_default_auto_caches_and_falls_back_to_live_only_when_it_does_not_fit(
+    setup: Setup, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    assert TeacherConfig().cache is None  # the default is auto
+    _, objective = make_objective("logits", setup.teacher)
+    args = (setup.teacher, objective, [setup.ds], setup.collator, CPU, "fp32")
+    assert isinstance(build_teacher_source(make_config(setup, tmp_path), *args, quiet=True), CachedTeacher)
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(tc.shutil, "disk_usage", lambda _: usage._replace(free=1000))
+    elsewhere = tmp_path / "full-disk"
+    auto = build_teacher_source(make_config(setup, tmp_path, cache_dir=str(elsewhere)), *args)
+    assert isinstance(auto, LiveTeacher)
+    assert "teacher cache: not used, the teacher runs live" in capsys.readouterr().out
+    with pytest.raises(tc.CacheTooLarge, match="teacher.cache_dir"):
+        build_teacher_source(make_config(setup, tmp_path, cache=True, cache_dir=str(elsewhere)), *args)
+    assert not elsewhere.exists()
+
+
+# ----------------------------------------------------------------------------- teacher dev evaluations
+def _dev(setup: Setup, seed: int = 3) -> EncodedDataset:
+    return EncodedDataset(make_examples(20, seed=seed), setup.tokenizer, 16, LABELS)
+
+
+def _scored(setup: Setup, calls: list[int]):
+    from textdistill.evaluation.metrics import evaluate_model
+
+    dev = _dev(setup)
+
+    def compute():
+        calls.append(1)
+        batches = [
+            setup.collator([dev[i] for i in range(b, min(b + 8, len(dev)))]) for b in range(0, len(dev), 8)
+        ]
+        return evaluate_model(setup.teacher, batches, regression=False, device=CPU)
+
+    return compute
+
+
+def test_teacher_dev_evaluation_is_computed_once_then_reused(setup: Setup, tmp_path: Path) -> None:
+    calls: list[int] = []
+    dev = _dev(setup)
+    cfg = make_config(setup, tmp_path)
+    first = tc.teacher_dev_evaluation(cfg, setup.teacher, dev, "fp32", _scored(setup, calls), quiet=True)
+    (stored,) = (tmp_path / "runs" / ".textdistill-cache" / tc.EVAL_DIR).glob("*.npz")
+    other_run = replace(cfg, output_dir=str(tmp_path / "runs" / "two"))
+    again = tc.teacher_dev_evaluation(
+        other_run, setup.teacher, dev, "fp32", _scored(setup, calls), quiet=True
+    )
+    assert calls == [1]
+    assert again[0] == first[0] and torch.equal(again[1], first[1])
+    assert first[1].shape == (len(dev), 2) and first[0]["n"] == len(dev)
+
+    # another precision, other weights or other inputs: computed again, stored beside the first
+    tc.teacher_dev_evaluation(cfg, setup.teacher, dev, "bf16", _scored(setup, calls), quiet=True)
+    other = _dev(setup, seed=4)
+    tc.teacher_dev_evaluation(
+        cfg, setup.teacher, other, "fp32", lambda: (calls.append(1), first)[1], quiet=True
+    )
+    with torch.no_grad():
+        setup.teacher.model.classifier.bias.add_(1.0)
+    tc.teacher_dev_evaluation(cfg, setup.teacher, dev, "fp32", _scored(setup, calls), quiet=True)
+    assert len(calls) == 4
+    assert len(list(stored.parent.glob("*.npz"))) == 4
+
+    # an unreadable file is recomputed and rewritten
+    stored.write_bytes(b"garbage")
+    with torch.no_grad():
+        setup.teacher.model.classifier.bias.sub_(1.0)
+    fixed = tc.teacher_dev_evaluation(cfg, setup.teacher, dev, "fp32", _scored(setup, calls), quiet=True)
+    assert len(calls) == 5 and torch.equal(fixed[1], first[1])
+    assert (
+        tc.teacher_dev_evaluation(cfg, setup.teacher, dev, "fp32", lambda: 1 / 0, quiet=True)[0] == first[0]
+    )
+
+
+def test_teacher_dev_evaluation_without_cache_stores_nothing(setup: Setup, tmp_path: Path) -> None:
+    calls: list[int] = []
+    dev = _dev(setup)
+    cfg = make_config(setup, tmp_path, cache=False)
+    for _ in range(2):
+        tc.teacher_dev_evaluation(cfg, setup.teacher, dev, "fp32", _scored(setup, calls), quiet=True)
+    assert calls == [1, 1]
     assert not (tmp_path / "runs").exists()
 
 

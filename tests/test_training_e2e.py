@@ -91,23 +91,33 @@ def test_finetuned_teacher_learns_the_task(teacher, work):
     assert (pred == gold).float().mean().item() == pytest.approx(teacher.dev_metrics["accuracy"])
 
 
-@pytest.fixture(scope="module")
-def shrink_run(teacher, work) -> tuple[RunResult, Config]:
-    cfg = load_config(
+def _shrink_config(teacher: RunResult, work: Path, out: str, *extra: str) -> Config:
+    """A 1-layer, 16-wide shrink student of the module's teacher."""
+    return load_config(
         None,
         [
             f"teacher.path={teacher.model_dir}",
-            *_data(work, "shrink"),
+            *_data(work, out),
             "student.type=shrink",
             "student.num_layers=1",
             "student.hidden_size=16",
             "student.num_heads=2",
-            "objective=[{name: kd_kl, weight: 0.8, params: {temperature: 2.0}}, {name: hard_ce, weight: 0.2}]",
-            "train.lr=3e-3",
-            "train.epochs=6",
-            "train.log_every=5",
+            *extra,
             *COMMON,
         ],
+    )
+
+
+@pytest.fixture(scope="module")
+def shrink_run(teacher, work) -> tuple[RunResult, Config]:
+    cfg = _shrink_config(
+        teacher,
+        work,
+        "shrink",
+        "objective=[{name: kd_kl, weight: 0.8, params: {temperature: 2.0}}, {name: hard_ce, weight: 0.2}]",
+        "train.lr=3e-3",
+        "train.epochs=6",
+        "train.log_every=5",
     )
     return run_training(cfg, "distill", quiet=True), cfg
 
@@ -314,3 +324,15 @@ def load_tokenizer_for(model_dir):
     from textdistill.models.teacher import load_tokenizer
 
     return load_tokenizer(model_dir)
+
+
+def test_second_run_reuses_the_teacher_dev_evaluation(shrink_run, teacher, work, capsys):
+    """The teacher's dev pass is stored beside the teacher cache: a second run on the same teacher and dev
+    data reads it (and reports the same teacher metrics) instead of scoring the teacher again."""
+    result, _ = shrink_run
+    cfg = _shrink_config(teacher, work, "shrink-again", "train.epochs=1")
+    capsys.readouterr()
+    again = run_training(cfg, "distill", quiet=False)
+    assert "teacher evaluation: reused" in capsys.readouterr().out
+    assert again.teacher_dev_metrics == result.teacher_dev_metrics
+    assert list((work / ".textdistill-cache" / "eval").glob("*.npz"))

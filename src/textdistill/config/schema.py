@@ -18,9 +18,11 @@ class TeacherConfig:
 
     path: str | None = None
     """Local directory or hub id of an ``AutoModelForSequenceClassification`` checkpoint."""
-    cache: bool = False
+    cache: bool | None = None
     """Compute teacher outputs once per example and store them on disk (memory-mapped) instead of
-    running the teacher every step."""
+    running the teacher every step. ``null`` (default, auto): cache, unless the cache would not fit on the
+    disk (then the teacher runs live, with a note); ``true``: cache, an error when it would not fit;
+    ``false``: always run the teacher live and store nothing (no teacher dev-evaluation cache either)."""
     cache_dtype: str = "fp16"
     """Storage precision of the teacher cache: fp16, bf16 or fp32."""
     cache_dir: str | None = None

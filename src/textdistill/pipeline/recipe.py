@@ -694,6 +694,10 @@ def _resolve_stage(
 
     data = _substitute(canonical, concrete)
     data.update(output_dir=str(rs.run_dir), overwrite=True)
+    # The report (teacher vs student: speed, size, CKA) describes the pipeline's result: the last enabled
+    # stage writes it; the earlier stages' students are intermediate products.
+    last_enabled = [s.name for s in recipe.stages if enabled.get(s.name)][-1:]
+    data.setdefault("report", [stage.name] == last_enabled)
     cfg = from_dict(Config, data, prefix=where, problems=problems)
     augment = _augment_config(where, stage.mode, augment_raw, problems)
     if problems:
@@ -709,10 +713,11 @@ def _resolve_stage(
 
 def canonical_config(cfg: Config, outputs: dict[str, str]) -> dict[str, Any]:
     """``cfg`` as a mapping for fingerprinting: upstream model dirs written as ``${stages.NAME.output}``,
-    the pipeline-managed ``output_dir``/``overwrite`` and cosmetic keys (:data:`COSMETIC_KEYS`) removed."""
+    the pipeline-managed ``output_dir``/``overwrite``/``report`` and cosmetic keys (:data:`COSMETIC_KEYS`) removed."""
     data = to_dict(cfg)
     data.pop("output_dir", None)
     data.pop("overwrite", None)
+    data.pop("report", None)  # set by the stage's position (see above); what it trains does not depend on it
     for section, key in COSMETIC_KEYS:
         data.get(section, {}).pop(key, None)
 

@@ -57,6 +57,7 @@ from textdistill.training.checkpoint import (
 from textdistill.training.distiller import Callback, Distiller, all_gather_objects
 from textdistill.training.precision import autocast_dtype, resolve_precision
 from textdistill.training.signals import TrainingInterrupted, graceful_stop, signal_name
+from textdistill.training.teacher_cache import teacher_dev_evaluation
 
 
 @dataclass
@@ -528,8 +529,21 @@ def run_training(
             world=world,
         )
 
+    # The dev logits of the latest evaluation, and the metrics and logits of the best one: the final
+    # results reuse them instead of reloading and re-evaluating the saved best student (same weights, same
+    # deterministic evaluation, same numbers; a test checks it).
+    last_eval: dict[str, Any] = {}
+    best_eval: dict[str, Any] = {}
+
     def evaluator(model) -> dict[str, float]:
-        return evaluate(model, dev_ds)[0]
+        metrics, logits = evaluate(model, dev_ds)
+        last_eval.update(metrics=dict(metrics), logits=logits)
+        return metrics
+
+    class RememberBest(Callback):
+        def on_evaluate(self, distiller, metrics, improved) -> None:  # every process (save_best: main only)
+            if improved:
+                best_eval.update(last_eval)
 
     metric, greater = default_metric(task.regression)
     metric = cfg.train.metric or metric
@@ -580,6 +594,7 @@ def run_training(
             ProgressBar(mode, enabled=cfg.train.progress and not quiet),
             BestModelSaver(save_best),
             *([saver] if saver is not None else []),
+            RememberBest(),
         ],
         accelerator=accelerator,
     )
@@ -617,23 +632,32 @@ def run_training(
         from textdistill.models.io import load_student
 
         accelerator.wait_for_everyone()  # the main process has written the best student
-        best_model = load_student(model_dir).to(device)
-        dev_metrics, student_dev_logits = evaluate(best_model, dev_ds)
+        best_model = None
+        if best_eval and state.best_step is not None:
+            dev_metrics, student_dev_logits = best_eval["metrics"], best_eval["logits"]
+        else:  # resumed without a new best, or no evaluation ever improved: score the saved model
+            best_model = load_student(model_dir).to(device)
+            dev_metrics, student_dev_logits = evaluate(best_model, dev_ds)
         results: dict[str, Any] = {"dev": dev_metrics, "best_step": state.best_step}
         teacher_dev = None
         if teacher is not None:
-            teacher_dev, teacher_dev_logits = evaluate(teacher, dev_ds)
+            teacher_dev, teacher_dev_logits = teacher_dev_evaluation(
+                cfg, teacher, dev_ds, precision, lambda: evaluate(teacher, dev_ds), world=world, quiet=quiet
+            )
             results["teacher_dev"] = teacher_dev
             from textdistill.evaluation.metrics import agreement
 
             results["dev_agreement_with_teacher"] = agreement(student_dev_logits, teacher_dev_logits)
         test_metrics = None
         if test_ds is not None and any(e.label is not None for e in task.test):
+            if best_model is None:
+                best_model = load_student(model_dir).to(device)
             test_metrics, _ = evaluate(best_model, test_ds)
             results["test"] = test_metrics
         from textdistill.models.io import count_parameters
 
-        results["parameters"] = count_parameters(best_model)
+        # the best student has the final student's architecture (only the weights differ)
+        results["parameters"] = count_parameters(best_model or distiller.unwrapped_student())
         if teacher is not None:
             results["teacher_parameters"] = count_parameters(teacher)
         run_json.update(

@@ -70,7 +70,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -566,13 +566,17 @@ def _existing_ancestor(path: Path) -> Path:
     return path
 
 
+class CacheTooLarge(ConfigError):
+    """The teacher cache would not fit on the disk (``teacher.cache`` auto falls back to the live teacher)."""
+
+
 def check_disk_space(directory: Path, needed: int) -> None:
-    """Raise ConfigError when ``needed`` bytes (plus a margin) would not fit where ``directory`` goes."""
+    """Raise CacheTooLarge when ``needed`` bytes (plus a margin) would not fit where ``directory`` goes."""
     where = _existing_ancestor(directory)
     free = shutil.disk_usage(where).free
     required = int(needed * (1 + _SPACE_MARGIN)) + _SPACE_MIN_EXTRA
     if required > free:
-        raise ConfigError(
+        raise CacheTooLarge(
             f"teacher.cache: the teacher cache needs about {human_bytes(needed)} "
             f"(+{int(_SPACE_MARGIN * 100)}% margin) but {where} has only {human_bytes(free)} free. Fix: "
             "point teacher.cache_dir at a larger disk, store in 16 bits (teacher.cache_dtype=fp16 or bf16), "
@@ -1452,11 +1456,12 @@ def build_teacher_source(
     """The teacher source of a distillation run: live, or a cache built (or reused) over ``datasets``.
 
     With ``teacher.cache`` false this is ``LiveTeacher(teacher, objective.teacher_request(), precision,
-    device)``. With it true, the cache lives in ``<root>/<fingerprint>`` where ``root`` is ``cache_root``,
+    device)``. With it true or null (auto), the cache lives in ``<root>/<fingerprint>`` where ``root`` is ``cache_root``,
     else ``teacher.cache_dir``, else ``<output_dir parent>/.textdistill-cache``. A cache there is reused, as
     is any cache under ``root`` from the same teacher and data that stores a superset of the features;
     otherwise one inference pass (``train.eval_batch_size`` examples per batch, at ``precision``) builds it.
-    Only the teacher ``hidden_states`` indices the objective reads are stored.
+    When that cache would not fit on the disk, auto falls back to the live teacher (with a note) and true
+    raises :class:`CacheTooLarge` (with several processes both raise). Only the teacher ``hidden_states`` indices the objective reads are stored.
 
     Args:
         cfg: the run config (``teacher.*``, ``data.max_length``, ``train.eval_batch_size``, ``output_dir``).
@@ -1477,7 +1482,7 @@ def build_teacher_source(
     """
     device = torch.device(device)
     request = objective.teacher_request()
-    if not cfg.teacher.cache:
+    if cfg.teacher.cache is False:
         return LiveTeacher(teacher, request, precision, device)
     hidden_layers = teacher_hidden_layers(objective) if request.hidden_states else None
     components, ex, spec, resolved = prepare_fingerprint(
@@ -1520,21 +1525,28 @@ def build_teacher_source(
         if cache is None:
             if directory.exists() and not quiet:
                 print(f"teacher cache: rebuilding {directory}: {why}")
-            cache = _build(
-                teacher,
-                datasets,
-                collator,
-                ex,
-                spec,
-                components,
-                fingerprint,
-                directory,
-                dtype=cfg.teacher.cache_dtype,
-                batch_size=cfg.train.eval_batch_size,
-                device=device,
-                precision=resolved,
-                quiet=quiet,
-            )
+            try:
+                cache = _build(
+                    teacher,
+                    datasets,
+                    collator,
+                    ex,
+                    spec,
+                    components,
+                    fingerprint,
+                    directory,
+                    dtype=cfg.teacher.cache_dtype,
+                    batch_size=cfg.train.eval_batch_size,
+                    device=device,
+                    precision=resolved,
+                    quiet=quiet,
+                )
+            except CacheTooLarge as e:
+                if cfg.teacher.cache:  # asked for explicitly: the error stands
+                    raise
+                if not quiet:
+                    print(f"teacher cache: not used, the teacher runs live ({e})")
+                return LiveTeacher(teacher, request, precision, device)
     if not quiet:
         print(f"teacher cache: using {cache.directory} ({cache.num_examples} examples, {cache.dtype})")
     return CachedTeacher(cache, request, device)
@@ -1614,3 +1626,78 @@ __all__ = [
     "tokenizer_hash",
     "weights_hash",
 ]
+
+
+# ------------------------------------------------------------------------------- teacher evaluations
+EVAL_DIR = "eval"
+
+
+def dataset_inputs_hash(dataset: Any) -> str:
+    """SHA-256 of what an evaluation of ``dataset`` depends on: every item's token ids, token types, label
+    and example id, in order (so the file, its subset, the tokenizer and ``max_length`` are all covered)."""
+    h = hashlib.sha256()
+    for i in range(len(dataset)):
+        item = dataset[i]
+        types = item.get("token_type_ids")
+        row = [
+            [int(t) for t in item["input_ids"]],
+            None if types is None else [int(t) for t in types],
+            None if item.get("label") is None else float(item["label"]),
+            int(item["example_id"]),
+        ]
+        h.update(json.dumps(row).encode())
+    return h.hexdigest()
+
+
+def teacher_dev_evaluation(
+    cfg: Config,
+    teacher: nn.Module,
+    dataset: Any,
+    precision: str,
+    compute: Callable[[], tuple[dict[str, float], torch.Tensor]],
+    *,
+    world: int = 1,
+    quiet: bool = False,
+) -> tuple[dict[str, float], torch.Tensor]:
+    """The teacher's metrics and logits on an evaluation set, cached on disk next to the teacher cache.
+
+    Every distillation run scores its teacher on the dev data (for retention and agreement), and every
+    run and stage on the same teacher and dev data would repeat that pass; the result is stored in
+    ``<cache root>/eval/<fingerprint>.npz``, fingerprinted by the teacher's weights and config, the dev
+    inputs (:func:`dataset_inputs_hash`) and the precision. ``compute`` runs on a miss, with
+    ``teacher.cache=false`` (nothing is stored then) and with several processes (it is collective there).
+
+    Returns:
+        ``(metrics, logits)`` as ``compute`` returns them.
+    """
+    if cfg.teacher.cache is False or world > 1:
+        return compute()
+    components = {
+        "kind": "teacher-eval",
+        "format": 1,
+        "weights": weights_hash(teacher),
+        "inputs": dataset_inputs_hash(dataset),
+        "precision": precision,
+    }
+    path = default_cache_root(cfg) / EVAL_DIR / f"{cache_fingerprint(components)}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                logits = torch.from_numpy(np.array(z["logits"], dtype=np.float32))
+                metrics = json.loads(str(z["metrics"]))
+            if logits.shape[0] == len(dataset):
+                if not quiet:
+                    print(f"teacher evaluation: reused {path}")
+                return metrics, logits
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable: computed again and rewritten below
+    metrics, logits = compute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
+        np.savez(tmp, logits=np.asarray(logits, dtype=np.float32), metrics=np.array(json.dumps(metrics)))
+        os.replace(tmp, path)
+    except OSError as e:  # a read-only or full disk costs the reuse, not the run
+        if not quiet:
+            print(f"teacher evaluation: not cached ({e})")
+    return metrics, logits
