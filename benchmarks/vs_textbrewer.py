@@ -19,8 +19,9 @@ why not ``ru_maxrss``), run in the order textdistill, TextBrewer, textdistill, T
            defaults (GeneralDistiller, no logit cache, fp32 on CPU: its fp16 needs apex + CUDA).
     warm   textdistill's best setting with a warm cache: the teacher outputs (and the teacher's dev
            evaluation) were stored by an earlier run on the same teacher and data, as when a user tries
-           several students, seeds or hyper-parameters. An untimed priming run builds the cache once per
-           job and seed; TextBrewer has no cache, so its ``best`` runs of the same job and seed are the pair.
+           several students, seeds or hyper-parameters: the ``best`` run of the same job and seed leaves its
+           cold-built cache (after its timing) to the warm run. TextBrewer has no cache, so its ``best``
+           runs of the same job and seed are the pair.
     fp32   both in fp32 (textdistill train.precision=fp32). Skipped when ``auto`` already resolves to fp32
            on this machine (CPUs without bf16): it would repeat ``best`` exactly.
 
@@ -327,7 +328,11 @@ def run_textdistill(spec: dict, result: dict) -> None:
         dev_accuracy_best=run.dev_metrics["accuracy"],
         teacher_dev_accuracy=(run.teacher_dev_metrics or {}).get("accuracy"),
     )
-    if not warm:
+    if spec.get("td_keep_cache_as"):  # for the warm run of the same job and seed (after the timing)
+        shutil.rmtree(spec["td_keep_cache_as"], ignore_errors=True)
+        Path(spec["td_keep_cache_as"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(cache_dir), spec["td_keep_cache_as"])
+    elif not warm:
         shutil.rmtree(cache_dir, ignore_errors=True)
 
 
@@ -1009,31 +1014,7 @@ def main(argv: list[str] | None = None) -> int:
         for job in args.jobs:
             for setting in settings:
                 tools = ("textdistill",) if setting == "warm" else TOOLS
-                if setting == "warm":  # untimed: builds the cache the warm run reads
-                    name = f"{job}-warm-prime-s{seed}"
-                    print(
-                        f"[{time.time() - t0:6.0f}s] {name} (priming the cache, not recorded) ...", flush=True
-                    )
-                    prime = run_child(
-                        dict(
-                            base,
-                            name=name,
-                            tool="textdistill",
-                            job=job,
-                            setting="prime",
-                            seed=seed,
-                            data=sd["data"],
-                            train_examples_used=sd["train_examples_used"],
-                            run_dir=str((work / "runs" / name).resolve()),
-                            td_cache=True,
-                            td_cache_dir=str((work / "warm-cache").resolve()),
-                            td_precision="auto",
-                        ),
-                        work,
-                        args.run_timeout,
-                    )
-                    if "error" in prime:
-                        print(f"  FAILED ({prime['error']}):\n{prime['log_tail']}", flush=True)
+                warm_cache = str((work / "warm-cache" / f"{job}-s{seed}").resolve())
                 for tool in tools:  # A B A B: textdistill, then TextBrewer, for every pair
                     name = f"{job}-{setting}-{tool}-s{seed}"
                     spec = dict(
@@ -1047,7 +1028,9 @@ def main(argv: list[str] | None = None) -> int:
                         train_examples_used=sd["train_examples_used"],
                         run_dir=str((work / "runs" / name).resolve()),
                         td_cache=True,
-                        td_cache_dir=str((work / "warm-cache").resolve()) if setting == "warm" else None,
+                        # best leaves its cold-built cache to the warm run of the same job and seed
+                        td_cache_dir=warm_cache if setting == "warm" else None,
+                        td_keep_cache_as=warm_cache if setting == "best" and "warm" in settings else None,
                         td_precision="fp32" if setting == "fp32" else "auto",
                     )
                     print(f"[{time.time() - t0:6.0f}s] {name} ...", flush=True)

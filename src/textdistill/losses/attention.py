@@ -38,8 +38,31 @@ def _no_pairs(name: str, layer_map: LayerMap | None, key: str) -> list[str]:
     return []
 
 
+class _PerAttentionPair(LossTerm):
+    """Shared parts of the terms that compare one per-head feature over the layer map's attention pairs."""
+
+    needs_equal_heads = True
+    default_layer_strategy = "uniform"
+    PARAMS = {"layer_reduction": _LAYER_REDUCTION}
+    feature = ""  # the ModelOutputs feature compared, per layer
+
+    @classmethod
+    def extra_problems(
+        cls, params: dict[str, Any], teacher_info, student_info, layer_map, key: str
+    ) -> list[str]:
+        return _no_pairs(cls.name, layer_map, key)
+
+    def pairs(self, student: ModelOutputs, teacher: ModelOutputs):
+        """``(student feature, teacher feature)`` of every attention pair, as float tensors."""
+        for s, t in self.layer_map.attention_keys:
+            yield (
+                as_float(layer_feature(student, self.feature, s, "student", self.name), "student"),
+                as_float(layer_feature(teacher, self.feature, t, "teacher", self.name), "teacher"),
+            )
+
+
 @register_term
-class AttentionMSE(LossTerm):
+class AttentionMSE(_PerAttentionPair):
     """TinyBERT's attention loss (Jiao et al. 2020, Eq. 7) on pre-softmax scores.
 
     For each attention pair, with ``A = QK^T / sqrt(d_head)`` (``attention_scores``, no mask added) and
@@ -56,23 +79,13 @@ class AttentionMSE(LossTerm):
 
     name = "attention_mse"
     needs = frozenset({ATTENTION_SCORES})
-    needs_equal_heads = True
-    default_layer_strategy = "uniform"
-    PARAMS = {"layer_reduction": _LAYER_REDUCTION}
-
-    @classmethod
-    def extra_problems(
-        cls, params: dict[str, Any], teacher_info, student_info, layer_map, key: str
-    ) -> list[str]:
-        return _no_pairs(cls.name, layer_map, key)
+    feature = "attention_scores"
 
     def compute(
         self, student: ModelOutputs, teacher: ModelOutputs, batch: dict, progress: float
     ) -> torch.Tensor:
         losses = []
-        for s, t in self.layer_map.attention_keys:
-            a_s = as_float(layer_feature(student, "attention_scores", s, "student", self.name), "student")
-            a_t = as_float(layer_feature(teacher, "attention_scores", t, "teacher", self.name), "teacher")
+        for a_s, a_t in self.pairs(student, teacher):
             mask = attention_mask_of(batch, student, a_s[:, 0])
             pair_mask = mask[:, None, :, None] * mask[:, None, None, :]  # (B, 1, L, L)
             # where() rather than multiplying: a huge score at a padded position must not become inf * 0.
@@ -83,7 +96,7 @@ class AttentionMSE(LossTerm):
 
 
 @register_term
-class AttentionKL(LossTerm):
+class AttentionKL(_PerAttentionPair):
     """KL divergence between attention distributions, per head and per real query token.
 
     ``loss_pair = (1/B) sum_b [sum_{h, i real} KL(P_T[b, h, i, :] || P_S[b, h, i, :]) / (heads * n_b)]``
@@ -97,23 +110,13 @@ class AttentionKL(LossTerm):
 
     name = "attention_kl"
     needs = frozenset({ATTENTIONS})
-    needs_equal_heads = True
-    default_layer_strategy = "uniform"
-    PARAMS = {"layer_reduction": _LAYER_REDUCTION}
-
-    @classmethod
-    def extra_problems(
-        cls, params: dict[str, Any], teacher_info, student_info, layer_map, key: str
-    ) -> list[str]:
-        return _no_pairs(cls.name, layer_map, key)
+    feature = "attentions"
 
     def compute(
         self, student: ModelOutputs, teacher: ModelOutputs, batch: dict, progress: float
     ) -> torch.Tensor:
         losses = []
-        for s, t in self.layer_map.attention_keys:
-            p_s = as_float(layer_feature(student, "attentions", s, "student", self.name), "student")
-            p_t = as_float(layer_feature(teacher, "attentions", t, "teacher", self.name), "teacher")
+        for p_s, p_t in self.pairs(student, teacher):
             mask = attention_mask_of(batch, student, p_s[:, 0])
             losses.append(kl_over_keys(probs_log(p_t), probs_log(p_s), mask))
         return reduce_layers(losses, self.params["layer_reduction"])

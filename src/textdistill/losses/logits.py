@@ -19,6 +19,14 @@ _TEMPERATURE = Param(
 )
 
 
+def _soft_logs(term: LossTerm, student: ModelOutputs, teacher: ModelOutputs, progress: float):
+    """``(tau, log p_S^tau, log p_T^tau)`` at the term's current temperature."""
+    tau = term.value("temperature", progress)
+    log_ps = F.log_softmax(as_float(student.logits, "student") / tau, dim=-1)
+    log_pt = F.log_softmax(as_float(teacher.logits, "teacher") / tau, dim=-1)
+    return tau, log_ps, log_pt
+
+
 @register_term
 class KDKL(LossTerm):
     """Hinton et al. 2015, "Distilling the Knowledge in a Neural Network".
@@ -42,9 +50,7 @@ class KDKL(LossTerm):
     def compute(
         self, student: ModelOutputs, teacher: ModelOutputs, batch: dict, progress: float
     ) -> torch.Tensor:
-        tau = self.value("temperature", progress)
-        log_ps = F.log_softmax(as_float(student.logits, "student") / tau, dim=-1)
-        log_pt = F.log_softmax(as_float(teacher.logits, "teacher") / tau, dim=-1)
+        tau, log_ps, log_pt = _soft_logs(self, student, teacher, progress)
         loss = F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True)
         return loss * tau**2 if self.params["scale_t2"] else loss
 
@@ -73,10 +79,8 @@ class KDSoftCE(LossTerm):
     def compute(
         self, student: ModelOutputs, teacher: ModelOutputs, batch: dict, progress: float
     ) -> torch.Tensor:
-        tau = self.value("temperature", progress)
-        log_ps = F.log_softmax(as_float(student.logits, "student") / tau, dim=-1)
-        pt = F.softmax(as_float(teacher.logits, "teacher") / tau, dim=-1)
-        loss = -(pt * log_ps).sum(-1).mean()
+        tau, log_ps, log_pt = _soft_logs(self, student, teacher, progress)
+        loss = -(log_pt.exp() * log_ps).sum(-1).mean()
         return loss * tau**2 if self.params["scale_t2"] else loss
 
 
