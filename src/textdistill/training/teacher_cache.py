@@ -1015,14 +1015,7 @@ def _build(
         dims = _probe(teacher, datasets, collator, ex, spec, device, precision)
         plan = _plan(spec, ex, dims, dtype)
         estimate = plan.nbytes() + 16 * len(ex.ids)
-        if not quiet:
-            print(
-                f"teacher cache: {len(ex.ids)} examples, {int(ex.lengths.sum())} tokens, {dtype}, "
-                f"about {human_bytes(estimate)} on disk -> {directory}"
-            )
-        check_disk_space(directory, estimate)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.partial-", dir=directory.parent))
+        tmp = _prepare_directory(directory, ex, dtype, estimate, quiet=quiet)
         try:
             started = time.perf_counter()
             heads = _write_pass(
@@ -1038,8 +1031,6 @@ def _build(
                 device=device,
                 precision=precision,
             )
-            np.save(tmp / "ids.npy", ex.ids)
-            np.save(tmp / "lengths.npy", ex.lengths)
             meta = _meta(
                 fingerprint,
                 components,
@@ -1051,15 +1042,7 @@ def _build(
                 num_layers=_num_layers(teacher),
                 seconds=time.perf_counter() - started,
             )
-            _write_text_synced(tmp / META, json.dumps(meta, indent=1))
-            try:  # validate before publishing
-                TeacherCache.open(tmp, fingerprint)
-            except CacheInvalid as why:
-                raise ModelError(
-                    f"teacher cache: the inference pass wrote an inconsistent cache ({why}); the teacher's "
-                    "outputs changed shape between batches. Set teacher.cache=false to run it live."
-                ) from None
-            _publish(tmp, directory, fingerprint)
+            _complete(tmp, directory, fingerprint, ex, meta)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -1068,6 +1051,35 @@ def _build(
     if not quiet:
         print(f"teacher cache: built in {meta['build_seconds']:.1f} s")
     return TeacherCache.open(directory, fingerprint)
+
+
+def _prepare_directory(
+    directory: Path, ex: _Examples, dtype: str, estimate: int, *, quiet: bool, note: str = ""
+) -> Path:
+    """Announce the pass, check the disk space and create the temporary directory it writes into."""
+    if not quiet:
+        print(
+            f"teacher cache: {len(ex.ids)} examples, {int(ex.lengths.sum())} tokens, {dtype}, "
+            f"about {human_bytes(estimate)} on disk -> {directory}{note}"
+        )
+    check_disk_space(directory, estimate)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{directory.name}.partial-", dir=directory.parent))
+
+
+def _complete(tmp: Path, directory: Path, fingerprint: str, ex: _Examples, meta: dict[str, Any]) -> None:
+    """Write ids, lengths and ``meta.json`` (last), validate the temporary cache, publish it."""
+    np.save(tmp / "ids.npy", ex.ids)
+    np.save(tmp / "lengths.npy", ex.lengths)
+    _write_text_synced(tmp / META, json.dumps(meta, indent=1))
+    try:  # validate before publishing
+        TeacherCache.open(tmp, fingerprint)
+    except CacheInvalid as why:
+        raise ModelError(
+            f"teacher cache: the inference pass wrote an inconsistent cache ({why}); the teacher's outputs "
+            "changed shape between batches. Set teacher.cache=false to run the teacher live."
+        ) from None
+    _publish(tmp, directory, fingerprint)
 
 
 def _meta(
@@ -1133,14 +1145,9 @@ def _build_sharded(
         error: BaseException | None = None
         if rank == 0:
             try:
-                if not quiet:
-                    print(
-                        f"teacher cache: {len(ex.ids)} examples, {int(ex.lengths.sum())} tokens, {dtype}, "
-                        f"about {human_bytes(estimate)} on disk -> {directory} ({world} processes)"
-                    )
-                check_disk_space(directory, estimate)
-                directory.parent.mkdir(parents=True, exist_ok=True)
-                tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.partial-", dir=directory.parent))
+                tmp = _prepare_directory(
+                    directory, ex, dtype, estimate, quiet=quiet, note=f" ({world} processes)"
+                )
                 for a in plan.arrays.values():
                     with open(tmp / a.file, "wb") as f:
                         f.truncate(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize)
@@ -1183,8 +1190,6 @@ def _build_sharded(
         if rank == 0:
             assert tmp is not None
             try:
-                np.save(tmp / "ids.npy", ex.ids)
-                np.save(tmp / "lengths.npy", ex.lengths)
                 meta = _meta(
                     fingerprint,
                     components,
@@ -1197,15 +1202,7 @@ def _build_sharded(
                     seconds=seconds,
                 )
                 meta["build_processes"] = world
-                _write_text_synced(tmp / META, json.dumps(meta, indent=1))
-                try:  # validate before publishing
-                    TeacherCache.open(tmp, fingerprint)
-                except CacheInvalid as why:
-                    raise ModelError(
-                        f"teacher cache: the inference pass wrote an inconsistent cache ({why}). Set "
-                        "teacher.cache=false to run the teacher live."
-                    ) from None
-                _publish(tmp, directory, fingerprint)
+                _complete(tmp, directory, fingerprint, ex, meta)
                 tmp = None
             except Exception as e:
                 error = e
