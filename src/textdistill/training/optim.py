@@ -33,7 +33,10 @@ def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
 
 def build_optimizer(modules: list[nn.Module], lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """AdamW over every trainable parameter of ``modules`` (student and loss projections)."""
-    return torch.optim.AdamW(param_groups(modules, weight_decay), lr=lr)
+    # foreach: one multi-tensor kernel per update op instead of a Python loop over the parameters (torch's
+    # default only on CUDA). Measured on the development CPU for a 4.4M-parameter student: 45 ms vs 100 ms a
+    # step; the fused CPU kernel was slower (300 ms). Same update, same numbers up to float rounding.
+    return torch.optim.AdamW(param_groups(modules, weight_decay), lr=lr, foreach=True)
 
 
 def lr_lambda(total_steps: int, warmup_steps: int, schedule: str):
