@@ -145,3 +145,14 @@ def test_model_tokenizer_reads_bilstm_dirs_and_falls_back(tmp_path, tiny_teacher
     assert model_tokenizer(tmp_path / "bare", fallback=teacher_tok) is teacher_tok
     with pytest.raises(ModelError, match="holds no tokenizer files"):
         model_tokenizer(tmp_path / "bare")
+
+
+def test_models_are_named_after_their_run_directories(tmp_path):
+    from textdistill.evaluation.benchmark import _unique_names
+
+    for run in ("teacher", "student", "other/student"):
+        (tmp_path / run / "model").mkdir(parents=True)
+        (tmp_path / run / "run.json").write_text("{}")
+    (tmp_path / "plain" / "model").mkdir(parents=True)  # not a run directory: keeps its own name
+    dirs = [tmp_path / p / "model" for p in ("teacher", "student", "other/student", "plain")]
+    assert _unique_names(dirs) == ["teacher", "student", "student-2", "model"]

@@ -91,7 +91,7 @@ def demo_configs(
         overwrite=overwrite,
     )
     distill = Config(
-        teacher=TeacherConfig(path=str(out / "teacher" / "model"), cache=_cache_available()),
+        teacher=TeacherConfig(path=str(out / "teacher" / "model")),  # teacher cache: auto (the default)
         student=StudentConfig(
             type="shrink",
             num_layers=2,
@@ -112,10 +112,6 @@ def demo_configs(
         overwrite=overwrite,
     )
     return finetune, distill
-
-
-def _cache_available() -> bool:
-    return importlib.util.find_spec("textdistill.training.teacher_cache") is not None
 
 
 def speed_of(model_dir: Path, data_cfg: Any, n_batches: int = 4) -> dict[str, Any]:

@@ -69,9 +69,13 @@ def model_tokenizer(directory: str | os.PathLike[str], fallback: Any | None = No
 
 
 def _unique_names(dirs: Sequence[Path]) -> list[str]:
+    """A short unique name per model directory: its own name, or its run's name for a run's ``model/``
+    (``runs/tinybert/prediction/model`` -> ``prediction``); ``-2``, ``-3`` ... where names repeat."""
     names: list[str] = []
     for d in dirs:
-        base = d.name or "model"
+        d = Path(d).absolute()
+        base = d.parent.name if d.name == "model" and (d.parent / "run.json").exists() else d.name
+        base = base or "model"
         name, k = base, 2
         while name in names:
             name, k = f"{base}-{k}", k + 1
