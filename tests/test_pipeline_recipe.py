@@ -184,7 +184,9 @@ def test_gd_checkpoint_of_another_shape_warns_unless_the_recipe_produces_it(tmp_
     no_corpus = {**base_params, "corpus": None}
 
     resolved = resolve_pipeline(recipe, {**no_corpus, "gd_ckpt": str(wrong)}, tmp_path / "o")
-    [warning] = resolved.warnings
+    # the shape warning, then the warning about intermediate-layer MSE on the random fallback student
+    warning, collapse = resolved.warnings
+    assert "on a randomly initialised (shrink) student, without general distillation" in collapse
     assert f"the general-distilled checkpoint {str(wrong)!r} has num_layers=3, hidden_size=16" in warning
     assert "asks for num_layers=2, hidden_size=16; the GD init cannot be loaded" in warning
     student = resolved.stage("inter").config.student

@@ -72,6 +72,10 @@ SHAPE_KEYS = ("num_layers", "hidden_size", "num_heads", "intermediate_size")
 WARM_START_KEYS = ("from", "path", "fallback", *SHAPE_KEYS)
 PARAM_KEYS = ("default", "help")
 # Config fields that never change what a stage produces: left out of its fingerprint.
+# Intermediate-layer MSE terms that, from random student weights, can drive the student's upper layers to
+# one vector for every token (measured on SST-2, docs/results.md): a warm start falling back to a random
+# shrink student with one of them gets a warning.
+COLLAPSE_PRONE_TERMS = frozenset({"hidden_mse", "attention_mse"})
 COSMETIC_KEYS = (("train", "progress"), ("train", "log_every"))
 # Which shape keys each fallback student type accepts (see models.students).
 _SHAPE_KEYS_BY_TYPE = {"shrink": SHAPE_KEYS, "truncate": ("num_layers",)}
@@ -685,6 +689,14 @@ def _resolve_stage(
         canonical["student"] = _warm_start(
             where, student, enabled, by_name, upstream, validator, problems, warnings
         )
+        terms = {t.get("name") for t in canonical.get("objective") or [] if isinstance(t, dict)}
+        if canonical["student"].get("type") == "shrink" and terms & COLLAPSE_PRONE_TERMS:
+            warnings.append(
+                f"{where}: {', '.join(sorted(terms & COLLAPSE_PRONE_TERMS))} on a randomly initialised "
+                "(shrink) student, without general distillation: on SST-2 this collapsed to chance "
+                "(the upper layers learn one vector for every token; docs/results.md). Give the recipe a "
+                "corpus (its general stage) or a general-distilled general_student."
+            )
     augment_raw = canonical.pop("augment", None)
     if problems:
         return
