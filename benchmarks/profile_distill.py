@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--out", default="benchmarks/results/profile_distill.json")
     ap.add_argument("--compile", action="store_true", help="also profile train.compile=true")
+    ap.add_argument("--only", nargs="*", help="run only the variants whose label contains one of these")
     args = ap.parse_args(argv)
 
     data = DataConfig(
@@ -134,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if args.compile:
         variants.append(("+ compile", True, True, True))
+    if args.only:
+        variants = [v for v in variants if any(w in v[0] for w in args.only)]
     for label, cache, grouped, compiled in variants:
         TIMES.clear()
         COUNTS.clear()

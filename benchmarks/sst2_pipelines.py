@@ -169,18 +169,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
     logit = Path(args.logit_results)
-    if logit.exists():
+    if logit.exists():  # the single-stage row: same student shape, subset, epochs and lr (sst2_logit_kd.py)
         models = json.loads(logit.read_text())["models"]
         row = models.get("shrink-4L-192 (logit KD)")
+        teacher_dev = models.get("teacher (MiniLM-L6-H384)", {}).get("dev")
         if row:
+            steps = -(-args.train_examples // 32) * int(args.stage_epochs)
             results["logit-kd"] = {
                 "stages": {
                     "kd": {
                         "mode": "distill",
                         "dev": row["dev"],
-                        "teacher_dev": models.get("teacher (MiniLM-L6-H384)", {}).get("dev"),
+                        "teacher_dev": teacher_dev,
                         "seconds": row.get("seconds"),
-                        "steps": None,
+                        "steps": steps,
                     }
                 }
             }
