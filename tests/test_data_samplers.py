@@ -134,9 +134,27 @@ def test_make_loader_follows_the_sampler_and_resumes(tiny_tokenizer, group):
     assert [b["example_ids"].tolist() for b in resumed] == ids[3:]
 
 
-def test_make_loader_eval_keeps_order(tiny_tokenizer):
+def test_make_loader_eval_keeps_order_or_sorts_by_length(tiny_tokenizer):
+    from torch.utils.data import Subset
+
     ds = _dataset(tiny_tokenizer, n=10)
-    loader = make_loader(ds, 4, shuffle=False, group_by_length=True, seed=0, collator=Collator(0))
+    loader = make_loader(ds, 4, shuffle=False, group_by_length=False, seed=0, collator=Collator(0))
     assert [b["example_ids"].tolist() for b in loader] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+    # grouped evaluation: every index once, in batches of ascending length (ties in dataset order)
+    lengths = ds.lengths
+    expected = sorted(range(10), key=lambda i: (lengths[i], i))
+    sorted_loader = make_loader(ds, 4, shuffle=False, group_by_length=True, seed=0, collator=Collator(0))
+    got = [b["example_ids"].tolist() for b in sorted_loader]
+    assert got == [expected[0:4], expected[4:8], expected[8:10]]
+    assert len({lengths[i] for i in range(10)}) > 1  # the test data has lengths to sort
+    # a Subset (one process's shard in distributed evaluation) is sorted through its dataset's lengths
+    shard = Subset(ds, [9, 3, 5, 0])
+    order = sorted(range(4), key=lambda j: (lengths[shard.indices[j]], j))
+    shard_loader = make_loader(shard, 2, shuffle=False, group_by_length=True, seed=0, collator=Collator(0))
+    assert [b["example_ids"].tolist() for b in shard_loader] == [
+        [shard.indices[j] for j in order[0:2]],
+        [shard.indices[j] for j in order[2:4]],
+    ]
     with pytest.raises(DataError, match="group_by_length needs a dataset with a `lengths` property"):
         make_loader(list(range(5)), 2, shuffle=True, group_by_length=True, seed=0, collator=Collator(0))

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from textdistill.errors import DataError
 
@@ -104,6 +104,32 @@ class ShuffleBatchSampler(_EpochBatchSampler):
         return batches
 
 
+class SortedBatchSampler(_EpochBatchSampler):
+    """Evaluation batches of near-equal length: the indices sorted by length (ties in dataset order), cut
+    into consecutive batches. Deterministic, the same every epoch; callers that need dataset order put rows
+    back by example id (``evaluation.metrics.collect_logits`` does).
+
+    Args:
+        lengths: token count of every example (``EncodedDataset.lengths``).
+        batch_size: indices per batch.
+        drop_last: drop the final incomplete batch.
+        start_batch: batches of the first pass to skip; reset to 0 after that pass.
+    """
+
+    def __init__(
+        self, lengths: Sequence[int], batch_size: int, *, drop_last: bool = False, start_batch: int = 0
+    ):
+        super().__init__(len(lengths), batch_size, 0, drop_last=drop_last, start_batch=start_batch)
+        self.order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
+
+    def epoch_batches(self, epoch: int | None = None) -> list[list[int]]:
+        n, bs = self.num_examples, self.batch_size
+        batches = [self.order[i : i + bs].tolist() for i in range(0, n, bs)]
+        if self.drop_last and batches and len(batches[-1]) < bs:
+            batches.pop()
+        return batches
+
+
 class LengthGroupedSampler(_EpochBatchSampler):
     """Batches of similar length (less padding) in a seeded random order.
 
@@ -156,6 +182,16 @@ class LengthGroupedSampler(_EpochBatchSampler):
         return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def _lengths(dataset: Any) -> Sequence[int] | None:
+    """Token counts of the dataset's items (a ``Subset`` of a dataset with lengths included), or None."""
+    lengths = getattr(dataset, "lengths", None)
+    if lengths is None and isinstance(dataset, Subset):
+        inner = _lengths(dataset.dataset)
+        if inner is not None:
+            lengths = [inner[i] for i in dataset.indices]
+    return lengths
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int,
@@ -170,14 +206,16 @@ def make_loader(
 ) -> DataLoader:
     """A DataLoader over ``dataset`` with a seeded batch sampler (``loader.batch_sampler``).
 
-    Call ``loader.batch_sampler.set_epoch(e)`` before each epoch. ``group_by_length`` applies to shuffled
-    loaders only (evaluation keeps the dataset order).
+    Call ``loader.batch_sampler.set_epoch(e)`` before each epoch. With ``group_by_length``, a shuffled loader
+    draws length-grouped batches in a seeded random order (:class:`LengthGroupedSampler`) and an unshuffled
+    one (evaluation) batches the examples sorted by length (:class:`SortedBatchSampler`: least padding;
+    rows come back by example id). Without it, the dataset order.
 
     Args:
         dataset: an :class:`~textdistill.data.encoding.EncodedDataset` (``lengths`` is needed for grouping).
         batch_size: examples per batch.
-        shuffle: seeded shuffling (training) or dataset order (evaluation).
-        group_by_length: use :class:`LengthGroupedSampler` when shuffling.
+        shuffle: seeded shuffling (training) or a fixed order (evaluation).
+        group_by_length: group by length (see above).
         seed: base seed of the order.
         collator: the batch collate function (:class:`~textdistill.data.collate.Collator`).
         start_batch: batches of the first epoch to skip, for an exact resume.
@@ -189,16 +227,18 @@ def make_loader(
     """
     n = len(dataset)  # type: ignore[arg-type]
     sampler: _EpochBatchSampler
+    lengths = _lengths(dataset) if group_by_length else None
+    if shuffle and group_by_length and lengths is None:
+        raise DataError(
+            f"group_by_length needs a dataset with a `lengths` property; {type(dataset).__name__} has "
+            f"none. Fix: use EncodedDataset or set data.group_by_length=false."
+        )
     if shuffle and group_by_length:
-        lengths = getattr(dataset, "lengths", None)
-        if lengths is None:
-            raise DataError(
-                f"group_by_length needs a dataset with a `lengths` property; {type(dataset).__name__} has "
-                f"none. Fix: use EncodedDataset or set data.group_by_length=false."
-            )
         sampler = LengthGroupedSampler(
             lengths, batch_size, seed, drop_last=drop_last, start_batch=start_batch
         )
+    elif lengths is not None:
+        sampler = SortedBatchSampler(lengths, batch_size, drop_last=drop_last, start_batch=start_batch)
     else:
         sampler = ShuffleBatchSampler(
             n, batch_size, seed, shuffle=shuffle, drop_last=drop_last, start_batch=start_batch
