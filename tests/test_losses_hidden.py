@@ -242,6 +242,26 @@ def test_unknown_param_and_bad_choice() -> None:
     msg = str(err.value)
     assert (
         "hidden_mse has no parameter 'shared_proj'; valid parameters: include_embeddings, layer_reduction, "
-        "shared_projection. Did you mean 'shared_projection'?" in msg
+        "projection_init, shared_projection. Did you mean 'shared_projection'?" in msg
     )
     assert "layer_reduction: 'max' is not valid; choose one of sum, mean" in msg
+
+
+def test_projection_init_is_tinybert_normal_by_default_or_torch() -> None:
+    def projection(params: dict) -> torch.nn.Linear:  # as built, without build()'s seeded weights
+        lm = build_layer_map(None, 2, 4, default_strategy="uniform")
+        return LOSSES.get("hidden_mse")(params, info(4, 64), info(2, 8), lm).projections.maps[0]
+
+    torch.manual_seed(0)
+    normal = projection({})
+    assert torch.count_nonzero(normal.bias) == 0
+    assert 0.015 < normal.weight.std().item() < 0.025  # N(0, 0.02) over 64 x 8 weights
+    torch.manual_seed(0)
+    default = projection({"projection_init": "torch"})
+    bound = 1 / 8**0.5  # nn.Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), bias too
+    assert default.weight.abs().max().item() <= bound and default.weight.std().item() > 0.1
+    assert torch.count_nonzero(default.bias) > 0
+    with pytest.raises(
+        ConfigError, match="projection_init: 'xavier' is not valid; choose one of normal, torch"
+    ):
+        build("hidden_mse", {"projection_init": "xavier"}, 2, 8, 4, 64)

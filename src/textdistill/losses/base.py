@@ -532,9 +532,15 @@ class PairProjections(nn.Module):
         student_width: ``d'``.
         teacher_width: ``d``.
         shared: one map for every pair.
+        init: ``normal``: weights N(0, 0.02), zero bias — TinyBERT's release (its ``fit_dense`` gets BERT's
+            initializer) and TextBrewer; ``torch``: ``nn.Linear``'s default (uniform, bound 1/sqrt(d')).
+            On SST-2, a TinyBERT-style single stage from a random student went from 0.509 (torch init,
+            collapsed) to 0.581 dev accuracy with ``normal`` (docs/results.md).
     """
 
-    def __init__(self, pairs: int, student_width: int, teacher_width: int, shared: bool = False):
+    def __init__(
+        self, pairs: int, student_width: int, teacher_width: int, shared: bool = False, init: str = "normal"
+    ):
         super().__init__()
         self.shared = shared
         if student_width == teacher_width:
@@ -542,6 +548,10 @@ class PairProjections(nn.Module):
         else:
             n = 1 if shared else pairs
             self.maps = nn.ModuleList(nn.Linear(student_width, teacher_width) for _ in range(n))
+            if init == "normal":
+                for m in self.maps:
+                    nn.init.normal_(m.weight, std=0.02)
+                    nn.init.zeros_(m.bias)
 
     def forward(self, index: int, x: torch.Tensor) -> torch.Tensor:
         """Project ``x`` ``(..., student_width)`` of pair ``index`` to ``(..., teacher_width)``."""

@@ -28,6 +28,12 @@ from textdistill.models.outputs import HIDDEN_STATES, ModelInfo, ModelOutputs
 _SHARED = Param(
     False, "one projection for all layer pairs (TinyBERT's single W_h) instead of one per pair", "bool"
 )
+_PROJECTION_INIT = Param(
+    "normal",
+    "projection init: normal (N(0, 0.02), zero bias: TinyBERT's and TextBrewer's) or torch (nn.Linear's)",
+    "choice",
+    ("normal", "torch"),
+)
 
 
 def _layer_reduction(default: str) -> Param:
@@ -67,6 +73,7 @@ class _HiddenTerm(LossTerm):
             student_info.hidden_size,
             teacher_info.hidden_size,
             shared=bool(self.params.get("shared_projection", False)),
+            init=str(self.params.get("projection_init", "normal")),
         )
 
     @classmethod
@@ -137,6 +144,7 @@ class HiddenMSE(_HiddenTerm):
     PARAMS = {
         "include_embeddings": Param(True, "also match the embedding outputs (pairs with index 0)", "bool"),
         "shared_projection": _SHARED,
+        "projection_init": _PROJECTION_INIT,
         "layer_reduction": _layer_reduction("sum"),
     }
 
@@ -164,6 +172,7 @@ class HiddenCosine(_HiddenTerm):
     default_layer_strategy = "last"
     PARAMS = {
         "shared_projection": _SHARED,
+        "projection_init": _PROJECTION_INIT,
         "layer_reduction": _layer_reduction("sum"),
     }
 
@@ -189,6 +198,7 @@ class PatientKD(_HiddenTerm):
     PARAMS = {
         "exclude_last": Param(True, "drop the pair of the student's last layer (the paper's choice)", "bool"),
         "shared_projection": _SHARED,
+        "projection_init": _PROJECTION_INIT,
         "layer_reduction": _layer_reduction("mean"),
     }
 
