@@ -38,7 +38,8 @@ Known differences, each tool's own definition of the "same" loss (documented, no
 
 * hidden MSE / attention MSE: textdistill averages per example then over the batch; TextBrewer divides the
   batch's masked sum by the batch's total real tokens (long examples weigh more).
-* projection init: textdistill uses ``nn.Linear``'s default init, TextBrewer N(0, 0.02) with zero bias;
+* projection init: both N(0, 0.02) with zero bias (textdistill's default since its projection-init fix;
+  runs recorded before it used ``nn.Linear``'s default on the textdistill side).
   TextBrewer clips the gradient norm of the student only, textdistill of student + projections.
 * attention features: textdistill matches pre-softmax scores QK^T/sqrt(d) (TinyBERT), recomputed from
   hooked Q/K projections. HF models never return scores, so TextBrewer's adaptor gets the same scores from
@@ -934,7 +935,7 @@ def docs_body(results: dict[str, Any], table: str) -> str:
             "evaluation inside the wall time: both evaluate the student after each epoch (TextBrewer through "
             "the callback written here); textdistill also scores the teacher once for retention and "
             f"agreement ({teacher_eval} when not cached). The `warm` rows pair with TextBrewer's `best` runs. Peak RSS is each process's VmHWM. Ratios > 1 mean textdistill was faster. Loss "
-            "definitions differ in per-example vs per-token averaging and projection init (see the script's "
+            "definitions differ in per-example vs per-token averaging and projection clipping (see the script's "
             f"docstring). {len(a['seeds_list'])} pair(s) per job and setting on a shared machine "
             f"(load above): ratios from so few pairs are indicative only.",
         ]
