@@ -15,6 +15,7 @@ Phases:
     student         the student's forward (HFClassifier / BiLSTM in train mode)
     backward        Accelerator.backward
     optimizer       AdamW.step
+    loss            Objective.forward (the loss terms and their projections)
     step_other      the rest of Distiller.train_step (loss, clipping, scheduler, logging: the loop's overhead)
     data            Collator.__call__ (padding and tensor building)
     evaluation      the per-epoch dev evaluation of the student
@@ -23,6 +24,8 @@ Phases:
 Example:
     python benchmarks/profile_distill.py --data ../shared/data/sst2 --teacher runs/bench-sst2/teacher/model \
         --train-examples 2000
+    python benchmarks/profile_distill.py ... --job intermediate --only cache \
+        --out benchmarks/results/profile_intermediate.json
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ def instrumented():
     import accelerate
 
     from textdistill.data.collate import Collator
+    from textdistill.losses.objective import Objective
     from textdistill.models.bilstm import BiLSTMClassifier
     from textdistill.models.hf import HFClassifier
     from textdistill.training import runner, teacher_cache
@@ -79,6 +83,7 @@ def instrumented():
         (accelerate.Accelerator, "backward", "backward", None),
         (torch.optim.AdamW, "step", "optimizer", None),
         (Collator, "__call__", "data", None),
+        (Objective, "forward", "loss", None),
         (Distiller, "train_step", "step_total", None),
         (Distiller, "evaluate", "evaluation", None),
     ]
@@ -100,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     from textdistill.config.schema import (
         Config,
         DataConfig,
+        LayerMapConfig,
         LossTermConfig,
         StudentConfig,
         TeacherConfig,
@@ -116,7 +122,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/results/profile_distill.json")
     ap.add_argument("--compile", action="store_true", help="also profile train.compile=true")
     ap.add_argument("--only", nargs="*", help="run only the variants whose label contains one of these")
+    ap.add_argument(
+        "--job",
+        choices=["logit", "intermediate"],
+        default="logit",
+        help="logit: kd_kl (T=2). intermediate: the TinyBERT-style job of vs_textbrewer.py (hidden-state MSE "
+        "+ attention-score MSE on the spread 6->4 layer map, + kd_kl T=1)",
+    )
     args = ap.parse_args(argv)
+    if args.job == "logit":
+        objective = [LossTermConfig(name="kd_kl", params={"temperature": 2.0})]
+    else:
+        pairs = LayerMapConfig(strategy="explicit", pairs=[[0, 0], [1, 2], [2, 3], [3, 4], [4, 6]])
+        objective = [
+            LossTermConfig(name="hidden_mse", layer_map=pairs),
+            LossTermConfig(name="attention_mse", layer_map=pairs),
+            LossTermConfig(name="kd_kl", params={"temperature": 1.0}),
+        ]
 
     data = DataConfig(
         train=str(Path(args.data) / "train.tsv"),
@@ -148,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 type="shrink", num_layers=4, hidden_size=192, num_heads=12, intermediate_size=768
             ),
             data=replace(data, group_by_length=grouped),
-            objective=[LossTermConfig(name="kd_kl", params={"temperature": 2.0})],
+            objective=objective,
             train=TrainConfig(
                 epochs=1, batch_size=32, lr=5e-4, progress=False, keep_checkpoints=0, compile=compiled
             ),
@@ -162,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         wall = time.perf_counter() - t0
         steps = COUNTS["step_total"]
         phases = {k: round(v, 2) for k, v in TIMES.items()}
-        inside = sum(TIMES[k] for k in ("teacher", "student", "backward", "optimizer"))
+        inside = sum(TIMES[k] for k in ("teacher", "student", "loss", "backward", "optimizer"))
         phases["step_other"] = round(TIMES["step_total"] - inside, 2)
         padding = 1 - COUNTS["real_tokens"] / max(COUNTS["batch_tokens"], 1)
         results[label] = {
@@ -185,6 +207,7 @@ def table(results: dict) -> str:
         "cache_pass",
         "teacher",
         "student",
+        "loss",
         "backward",
         "optimizer",
         "step_other",

@@ -106,6 +106,26 @@ def test_scores_and_qkv_match_an_independent_computation():
         torch.testing.assert_close(out.attentions[layer].sum(-1), torch.ones(2, 2, 7))
 
 
+def test_scores_alone_do_not_compute_probabilities(monkeypatch):
+    """A scores-only request (attention_mse) skips the per-layer softmax; asking for probs still runs it."""
+    from textdistill.models import hooks
+
+    calls = []
+    real = hooks.probs_from_scores
+    monkeypatch.setattr(hooks, "probs_from_scores", lambda *a: calls.append(1) or real(*a))
+    model = make_model(tiny_bert_config(VOCAB, layers=2, hidden=16, heads=2)).eval()
+    ids, mask = padded_batch()
+    wrapped = HFClassifier(model)
+    with torch.no_grad():
+        only_scores = wrapped(ids, mask, features=FeatureRequest(attention_scores={0, 1}))
+        assert (
+            calls == [] and only_scores.attentions is None and sorted(only_scores.attention_scores) == [0, 1]
+        )
+        both = wrapped(ids, mask, features=FeatureRequest(attentions={1}, attention_scores={0, 1}))
+    assert len(calls) == 1 and sorted(both.attentions) == [1]
+    torch.testing.assert_close(both.attention_scores[0], only_scores.attention_scores[0], rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_train_mode_probabilities_are_pre_dropout_and_differentiable(attn):
     config = tiny_bert_config(VOCAB, layers=2, hidden=16, heads=2)

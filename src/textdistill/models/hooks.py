@@ -186,36 +186,50 @@ def score_support_problem(config: object) -> str | None:
     return None
 
 
-def attention_from_qk(
-    query: torch.Tensor, key: torch.Tensor, num_heads: int, attention_mask: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pre-softmax scores and attention probabilities from Q/K projections.
+def scores_from_qk(query: torch.Tensor, key: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Pre-softmax scores ``Q K^T / sqrt(d_head)`` per head (Vaswani et al. 2017), with no mask added.
 
-    ``scores = Q K^T / sqrt(d_head)`` per head (Vaswani et al. 2017), with no mask added;
-    ``probs = softmax(scores + m)`` with ``m = 0`` for real keys and float32's minimum for padded keys,
-    as HF's eager attention does. Both are computed in float32: scores feed MSE losses whose squared
-    differences would lose precision in bf16, and the softmax over bf16 scores is noticeably coarse.
+    Computed in float32: scores feed MSE losses whose squared differences would lose precision in bf16.
 
     Args:
         query: ``(B, L, H)`` query projections (before the head split).
         key: ``(B, L, H)`` key projections.
         num_heads: attention heads; ``H`` must be divisible by it.
-        attention_mask: ``(B, L)`` 1 for real tokens, 0 for padding; None means no padding.
 
     Returns:
-        ``(scores, probs)``, each ``(B, num_heads, L, L)`` float32.
+        ``(B, num_heads, L, L)`` float32.
     """
     b, length, width = query.shape
     d_head = width // num_heads
     q = query.float().view(b, length, num_heads, d_head).transpose(1, 2)
     k = key.float().view(b, key.shape[1], num_heads, d_head).transpose(1, 2)
-    scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(d_head)
+    return torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(d_head)
+
+
+def probs_from_scores(scores: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """``softmax(scores + m)`` over keys, ``m`` = float32's minimum at padded keys and 0 elsewhere.
+
+    As HF's eager attention does (pre-dropout); float32, since a softmax over bf16 scores is coarse.
+
+    Args:
+        scores: ``(B, heads, L, L)`` float32 pre-softmax scores.
+        attention_mask: ``(B, L)`` 1 for real tokens, 0 for padding; None means no padding.
+    """
     if attention_mask is None:
-        probs = scores.softmax(dim=-1)
-    else:
-        additive = (1.0 - attention_mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
-        probs = (scores + additive).softmax(dim=-1)
-    return scores, probs
+        return scores.softmax(dim=-1)
+    additive = (1.0 - attention_mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+    return (scores + additive).softmax(dim=-1)
+
+
+def attention_from_qk(
+    query: torch.Tensor, key: torch.Tensor, num_heads: int, attention_mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pre-softmax scores and attention probabilities from Q/K projections.
+
+    :func:`scores_from_qk` and :func:`probs_from_scores` of them; each ``(B, num_heads, L, L)`` float32.
+    """
+    scores = scores_from_qk(query, key, num_heads)
+    return scores, probs_from_scores(scores, attention_mask)
 
 
 @dataclass
@@ -322,9 +336,10 @@ class QKVCapture:
             out.attentions = {} if request.attentions else None
             out.attention_scores = {} if request.attention_scores else None
             for i in sorted(request.attentions | request.attention_scores):
-                scores, probs = attention_from_qk(raw[i]["q"], raw[i]["k"], self.num_heads, attention_mask)
+                scores = scores_from_qk(raw[i]["q"], raw[i]["k"], self.num_heads)
                 if out.attentions is not None and i in request.attentions:
-                    out.attentions[i] = probs
+                    # Only when asked for: a softmax over (B, heads, L, L) per layer is not free.
+                    out.attentions[i] = probs_from_scores(scores, attention_mask)
                 if out.attention_scores is not None and i in request.attention_scores:
                     out.attention_scores[i] = scores
         if request.qkv:

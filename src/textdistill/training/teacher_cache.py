@@ -81,7 +81,7 @@ from torch import nn
 
 from textdistill.config.schema import Config
 from textdistill.errors import ConfigError, DataError, ModelError
-from textdistill.models.hooks import attention_from_qk
+from textdistill.models.hooks import probs_from_scores, scores_from_qk
 from textdistill.models.outputs import HIDDEN_STATES, FeatureRequest, ModelOutputs
 from textdistill.training.distiller import (
     LiveTeacher,
@@ -1360,14 +1360,15 @@ class CachedTeacher:
         probs: dict[int, torch.Tensor] = {}
         for layer in sorted(req.attention_scores | req.attentions):
             if layer in cache.spec.qkv:
-                # The live hooks' own function on the same Q/K: identical values at real positions.
-                s, p = attention_from_qk(proj(layer, "q"), proj(layer, "k"), cache.num_heads, mask_dev)
-                scores[layer], probs[layer] = s, p * query_real
+                # The live hooks' own functions on the same Q/K: identical values at real positions.
+                scores[layer] = scores_from_qk(proj(layer, "q"), proj(layer, "k"), cache.num_heads)
             elif layer in cache.spec.scores:
-                s = cache.read_maps(f"scores_{layer}", rows, real_cpu).to(self.device).float()
-                scores[layer], probs[layer] = s, probs_from_scores(s, mask_dev) * query_real
-            else:
-                probs[layer] = cache.read_maps(f"probs_{layer}", rows, real_cpu).to(self.device).float()
+                scores[layer] = cache.read_maps(f"scores_{layer}", rows, real_cpu).to(self.device).float()
+            if layer in req.attentions:  # probabilities only when asked for (a softmax per layer)
+                if layer in scores:
+                    probs[layer] = probs_from_scores(scores[layer], mask_dev) * query_real
+                else:
+                    probs[layer] = cache.read_maps(f"probs_{layer}", rows, real_cpu).to(self.device).float()
         return ModelOutputs(
             logits=cache.read("logits", rows).to(self.device).float(),
             hidden_states=hidden,
@@ -1389,20 +1390,6 @@ class CachedTeacher:
             "cache for this data (build_teacher_source does when the fingerprint changes) or set "
             "teacher.cache=false."
         )
-
-
-def probs_from_scores(scores: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """``softmax(scores + m)`` over keys with ``m`` = float32's minimum at padded keys, 0 elsewhere.
-
-    The same operations as :func:`~textdistill.models.hooks.attention_from_qk`, so probabilities derived
-    from cached fp32 scores equal the live teacher's at every real query row.
-
-    Args:
-        scores: ``(B, heads, L, L)`` float32 pre-softmax scores.
-        attention_mask: ``(B, L)`` 1 for real tokens, 0 for padding.
-    """
-    additive = (1.0 - attention_mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
-    return (scores + additive).softmax(dim=-1)
 
 
 # ------------------------------------------------------------------------------------------ the source
