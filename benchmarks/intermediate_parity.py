@@ -1,0 +1,370 @@
+"""Is textdistill's TinyBERT-style job the same job as TextBrewer's? One step exactly, then over random draws.
+
+``vs_textbrewer.py``'s intermediate job (hidden-state MSE through a learned width projection + attention-score
+MSE + logit KD, from one shrink student init, 188 steps) ended 0.04 apart on seed 42 (textdistill 0.581,
+TextBrewer 0.623). Both tools draw their own projection init (N(0, 0.02), zero bias, other random numbers)
+and their own dropout masks; the data, batches, student init, optimiser and schedule are identical. This
+script separates the two possible causes, a different objective or a different random draw:
+
+1. **One step** (``step`` in the JSON): on one real training batch, in eval mode (no dropout), with
+   TextBrewer's projections set to textdistill's, it compares textdistill's ``Objective`` with TextBrewer's
+   ``GeneralDistiller.compute_loss``: each term, the total and every student / projection gradient. Two
+   documented definitional differences are reported, not hidden: the logit term (``kd_kl`` is
+   KL(p_T || p_S), TextBrewer's ``ce`` is CE(p_T, p_S) = KL + H(p_T), so the totals differ by the teacher's
+   entropy and the gradients do not) and the averaging of the MSE terms (textdistill: per example, then
+   over the batch; TextBrewer: over the batch's real tokens). With TextBrewer's averaging substituted on
+   textdistill's side the gradients must agree to float rounding.
+2. **Draws** (``runs``): the full 3-epoch job, ``--draws`` times per variant, each draw ``k`` reseeding the
+   projection init (``torch.manual_seed(1000 + k)`` right before the loss/projections are built) and the
+   dropout stream (``torch.manual_seed(k)`` when training starts) in both tools alike. Variants:
+
+   ``textdistill``          the defaults
+   ``textbrewer``           TextBrewer 0.2.1 (GeneralDistiller), as ``vs_textbrewer.py`` runs it
+   ``textdistill-clip-S``   textdistill clipping the student's gradient only, as TextBrewer does (its own
+                            default clips student + projections together)
+   ``textdistill-tokens``   textdistill with TextBrewer's per-token averaging of the MSE terms
+
+Accuracy only: the runs are timed but the timing is not the point (see ``vs_textbrewer.py``).
+
+Example (the command behind docs/results.md):
+    python benchmarks/intermediate_parity.py --data ../shared/data/sst2 --train-examples 2000 --draws 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import vs_textbrewer as vt  # noqa: E402  (the sibling benchmark: data export, both tools' runners)
+
+VARIANTS = ("textdistill", "textbrewer", "textdistill-clip-S", "textdistill-tokens")
+
+
+# ------------------------------------------------------------------------------------- textdistill patches
+def per_token_averaging() -> None:
+    """Swap textdistill's per-example averaging of hidden/attention MSE for TextBrewer's per-token one."""
+    import torch
+
+    from textdistill.losses import attention, hidden
+    from textdistill.losses.base import attention_mask_of, reduce_layers
+
+    def token_mse(hs: torch.Tensor, ht: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return ((hs - ht).pow(2).sum(-1) * mask).sum() / (mask.sum() * ht.shape[-1])
+
+    def compute(self, student, teacher, batch, progress):  # noqa: ANN001 (AttentionMSE.compute)
+        losses = []
+        for a_s, a_t in self.pairs(student, teacher):
+            mask = attention_mask_of(batch, student, a_s[:, 0])
+            pair = mask[:, None, :, None] * mask[:, None, None, :]
+            sq = torch.where(pair.bool(), (a_s - a_t).pow(2), 0.0)
+            losses.append(sq.sum() / (a_s.shape[1] * pair.sum()))
+        return reduce_layers(losses, self.params["layer_reduction"])
+
+    hidden.token_mse = token_mse
+    attention.AttentionMSE.compute = compute
+
+
+def reseed_textdistill(draw: int) -> None:
+    import torch
+
+    from textdistill.losses.objective import Objective
+    from textdistill.training.distiller import Distiller
+
+    init, fit = Objective.__init__, Distiller.fit
+
+    def seeded_init(self, *args: Any, **kwargs: Any) -> None:
+        torch.manual_seed(1000 + draw)  # the projections' init
+        init(self, *args, **kwargs)
+
+    def seeded_fit(self):  # noqa: ANN001
+        torch.manual_seed(draw)  # the dropout masks
+        return fit(self)
+
+    Objective.__init__, Distiller.fit = seeded_init, seeded_fit
+
+
+def reseed_textbrewer(draw: int) -> None:
+    import torch
+
+    vt.import_textbrewer()
+    from textbrewer import distiller_basic, distiller_general
+
+    init, train = distiller_general.GeneralDistiller.__init__, distiller_basic.BasicDistiller.train
+
+    def seeded_init(self, *args: Any, **kwargs: Any) -> None:
+        torch.manual_seed(1000 + draw)  # GeneralDistiller builds the projections
+        init(self, *args, **kwargs)
+
+    def seeded_train(self, *args: Any, **kwargs: Any):
+        torch.manual_seed(draw)
+        return train(self, *args, **kwargs)
+
+    distiller_general.GeneralDistiller.__init__ = seeded_init
+    distiller_basic.BasicDistiller.train = seeded_train
+
+
+def child(spec_path: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    variant, draw = spec["variant"], int(spec["draw"])
+    if variant == "textbrewer":
+        reseed_textbrewer(draw)
+    else:
+        reseed_textdistill(draw)
+    if variant == "textdistill-clip-S":
+        from textdistill.training.distiller import Distiller
+
+        Distiller._params = lambda self: [p for p in self.student.parameters() if p.requires_grad]
+    if variant == "textdistill-tokens":
+        per_token_averaging()
+    return vt.child_main(spec_path)
+
+
+# ------------------------------------------------------------------------------------------------ one step
+def one_step(prepared: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Loss terms and gradients of both tools on the first training batch of the exported order."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from textdistill.config.schema import LayerMapConfig, LossTermConfig
+    from textdistill.losses.objective import Objective
+    from textdistill.models.hf import HFClassifier
+
+    textbrewer, _ = vt.import_textbrewer()
+    seed = args.seeds_list[0]
+    exported = json.loads(Path(prepared["seeds"][seed]["data"]).read_text())
+    rows = vt.read_glue_tsv(str(Path(args.data) / "train.tsv"))  # (sentence, label) by example id
+    first = exported["batches"][0][0]  # positions in train_ids of epoch 0's first batch
+    texts = [rows[exported["train_ids"][i]][0] for i in first]
+    tokenizer = AutoTokenizer.from_pretrained(args.teacher)
+    batch = dict(
+        tokenizer(texts, padding=True, truncation=True, max_length=args.max_length, return_tensors="pt")
+    )
+    teacher = AutoModelForSequenceClassification.from_pretrained(args.teacher, dtype=torch.float32).eval()
+    student = AutoModelForSequenceClassification.from_pretrained(
+        prepared["student_init"], dtype=torch.float32
+    ).eval()  # eval: no dropout, so both tools see the same forward
+    pairs = prepared["layer_pairs"]
+    layer_map = LayerMapConfig(strategy="explicit", pairs=pairs)
+    terms = [
+        LossTermConfig(name="hidden_mse", layer_map=layer_map),
+        LossTermConfig(name="attention_mse", layer_map=layer_map),
+        LossTermConfig(name="kd_kl", params={"temperature": 1.0}),
+    ]
+    t_wrap, s_wrap = HFClassifier(teacher), HFClassifier(student)
+    objective = Objective(terms, t_wrap.info, s_wrap.info)
+    inputs = (batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+    with torch.no_grad():
+        t_out = t_wrap(*inputs, features=objective.teacher_request())
+
+    def textdistill_step() -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        student.zero_grad(set_to_none=True)
+        objective.zero_grad(set_to_none=True)
+        s_out = s_wrap(*inputs, features=objective.student_request())
+        total, parts = objective(s_out.float(), t_out, batch)
+        total.backward()
+        grads = {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
+        for i, p in enumerate(objective.parameters()):
+            grads[f"projection.{i}"] = p.grad.clone()
+        return {"total": float(total), **{k: float(v) for k, v in parts.items()}}, grads
+
+    own_losses, _ = textdistill_step()
+
+    # TextBrewer's distiller on the same models, its projections set to textdistill's
+    att_pairs = [(s - 1, t - 1) for s, t in pairs if s > 0 and t > 0]
+    hooks_t = vt.QKScores(teacher, [t for _, t in att_pairs])
+    hooks_s = vt.QKScores(student, [s for s, _ in att_pairs])
+    d_s, d_t = student.config.hidden_size, teacher.config.hidden_size
+    matches = [
+        {
+            "layer_T": t,
+            "layer_S": s,
+            "feature": "hidden",
+            "loss": "hidden_mse",
+            "weight": 1,
+            "proj": ["linear", d_s, d_t],
+        }
+        for s, t in pairs
+    ]
+    matches += [
+        {"layer_T": t, "layer_S": s, "feature": "attention", "loss": "attention_mse", "weight": 1}
+        for s, t in att_pairs
+    ]
+
+    def adaptor(hooks: Any):
+        return lambda b, o: {
+            "logits": o.logits,
+            "inputs_mask": b["attention_mask"],
+            "hidden": o.hidden_states,
+            "attention": hooks.scores(),
+        }
+
+    distiller = textbrewer.GeneralDistiller(
+        textbrewer.TrainingConfig(device="cpu", log_dir=None, output_dir=str(Path(args.work) / "tb-step")),
+        textbrewer.DistillationConfig(
+            temperature=1, kd_loss_type="ce", kd_loss_weight=1, intermediate_matches=matches
+        ),
+        teacher,
+        student,
+        adaptor(hooks_t),
+        adaptor(hooks_s),
+    )
+    mine = [m for m in objective.modules() if isinstance(m, torch.nn.Linear)]
+    theirs = [p for p in distiller.projs if p is not None]
+    assert len(mine) == len(theirs) == len(pairs), (len(mine), len(theirs))
+    for a, b in zip(mine, theirs):
+        b.weight.data.copy_(a.weight.data)
+        b.bias.data.copy_(a.bias.data)
+    post = textbrewer.distiller_utils.post_adaptor
+    with torch.no_grad():
+        res_t = post(distiller.adaptor_T(batch, teacher(**batch, output_hidden_states=True)))
+    student.zero_grad(set_to_none=True)
+    for p in theirs:
+        p.zero_grad(set_to_none=True)
+    res_s = post(distiller.adaptor_S(batch, student(**batch, output_hidden_states=True)))
+    tb_total, tb_parts = distiller.compute_loss(res_s, res_t)
+    tb_total.backward()
+    tb_grads = {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
+    for i, p in enumerate(q for m in theirs for q in (m.weight, m.bias)):
+        tb_grads[f"projection.{i}"] = p.grad.clone()
+    p_t = torch.softmax(res_t["logits"][0], -1)
+    entropy = float(-(p_t * p_t.log()).sum(-1).mean())
+    tb_terms = {k: float(v) for k, v in tb_parts.items()}
+
+    per_token_averaging()
+    token_losses, token_grads = textdistill_step()
+    worst = max(
+        float((tb_grads[n] - g).abs().max() / g.abs().max().clamp_min(1e-30)) for n, g in token_grads.items()
+    )
+    return {
+        "batch_examples": len(first),
+        "batch_lengths": batch["attention_mask"].sum(-1).tolist(),
+        "textdistill_default": own_losses,
+        "textdistill_per_token": token_losses,
+        "textbrewer_terms": tb_terms,
+        "textbrewer_total": float(tb_total),
+        "teacher_entropy": entropy,
+        "textbrewer_total_minus_entropy": float(tb_total) - entropy,
+        "gradient_tensors_compared": len(token_grads),
+        "max_relative_gradient_difference": worst,
+    }
+
+
+# --------------------------------------------------------------------------------------------- orchestrator
+def main(argv: list[str] | None = None) -> int:
+    if argv is None and len(sys.argv) == 3 and sys.argv[1] == "--child":
+        return child(sys.argv[2])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--teacher", default="runs/bench-sst2/teacher/model")
+    ap.add_argument("--work", default="runs/bench-intermediate-parity")
+    ap.add_argument("--out", default="benchmarks/results/intermediate_parity.json")
+    ap.add_argument("--train-examples", type=int, default=2000)
+    ap.add_argument("--draws", type=int, default=3)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--skip-step", action="store_true", help="only the training runs")
+    own = ap.parse_args(argv)
+    args = vt.parse_args(
+        ["--data", own.data, "--teacher", own.teacher, "--work", own.work, "--train-examples",
+         str(own.train_examples), "--jobs", "intermediate", "--seeds", "1"]
+    )  # fmt: skip
+    work = Path(own.work)
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    prepared = vt.prepare(args, work)
+    results: dict[str, Any] = {
+        "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "machine": vt.machine_info(),
+        "layer_pairs": prepared["layer_pairs"],
+    }
+    if not own.skip_step:
+        results["step"] = one_step(prepared, args)
+        print(json.dumps(results["step"], indent=1), flush=True)
+    seed = args.seeds_list[0]
+    base = {
+        "teacher": str(Path(args.teacher).resolve()),
+        "student_init": str(Path(prepared["student_init"]).resolve()),
+        "train_file": str((Path(args.data) / "train.tsv").resolve()),
+        "dev_file": str((Path(args.data) / "dev.tsv").resolve()),
+        "train_examples": args.train_examples,
+        "max_length": args.max_length,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "eval_batch_size": args.eval_batch_size,
+        "lr": args.lr,
+        "warmup_ratio": args.warmup_ratio,
+        "layer_pairs": prepared["layer_pairs"],
+        "threads": None,
+        "tb_attention": "scores",
+        "tb_padding": "dynamic",
+        "job": "intermediate",
+        "setting": "best",
+        "seed": seed,
+        "data": prepared["seeds"][seed]["data"],
+        "train_examples_used": prepared["seeds"][seed]["train_examples_used"],
+        "td_cache": True,
+        "td_cache_dir": None,
+        "td_keep_cache_as": None,
+        "td_precision": "auto",
+    }
+    runs = []
+    for draw in range(1, own.draws + 1):
+        for variant in own.variants:
+            name = f"{variant}-draw{draw}"
+            spec = dict(
+                base,
+                name=name,
+                tool="textbrewer" if variant == "textbrewer" else "textdistill",
+                variant=variant,
+                draw=draw,
+                run_dir=str((work / "runs" / name).resolve()),
+                result=str((work / "results" / f"{name}.json").resolve()),
+            )
+            spec_path = work / "specs" / f"{name}.json"
+            spec_path.parent.mkdir(parents=True, exist_ok=True)
+            Path(spec["result"]).parent.mkdir(parents=True, exist_ok=True)
+            Path(spec["result"]).unlink(missing_ok=True)
+            spec_path.write_text(json.dumps(spec, indent=2))
+            log = work / "logs" / f"{name}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with log.open("w") as f:
+                rc = subprocess.run(
+                    [sys.executable, str(Path(__file__).resolve()), "--child", str(spec_path)],
+                    stdout=f,
+                    stderr=subprocess.STDOUT,
+                    check=False,
+                ).returncode
+            if rc != 0 or not Path(spec["result"]).is_file():
+                print(f"{name} failed (exit {rc}):\n{log.read_text()[-3000:]}", file=sys.stderr)
+                return 1
+            res = json.loads(Path(spec["result"]).read_text())
+            runs.append({"variant": variant, "draw": draw, **res})
+            print(f"[{time.time() - t0:5.0f}s] {name}: epochs {res['epoch_accuracy']}", flush=True)
+    summary = {}
+    for variant in own.variants:
+        accs = [r["dev_accuracy_final"] for r in runs if r["variant"] == variant]
+        summary[variant] = {
+            "dev_accuracy_final": accs,
+            "mean": statistics.mean(accs),
+            "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+        }
+    results.update(runs=runs, summary=summary, total_s=time.time() - t0)
+    out = Path(own.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print("| variant | dev acc per draw | mean ± std |\n|---|---|---|")
+    for variant, s in summary.items():
+        per = ", ".join(f"{a:.4f}" for a in s["dev_accuracy_final"])
+        print(f"| {variant} | {per} | {s['mean']:.4f} ± {s['std']:.4f} |")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
