@@ -6,14 +6,17 @@ TextBrewer 0.623). Both tools draw their own projection init (N(0, 0.02), zero b
 and their own dropout masks; the data, batches, student init, optimiser and schedule are identical. This
 script separates the two possible causes, a different objective or a different random draw:
 
-1. **One step** (``step`` in the JSON): on one real training batch, in eval mode (no dropout), with
-   TextBrewer's projections set to textdistill's, it compares textdistill's ``Objective`` with TextBrewer's
-   ``GeneralDistiller.compute_loss``: each term, the total and every student / projection gradient. Two
-   documented definitional differences are reported, not hidden: the logit term (``kd_kl`` is
+1. **Steps** (``step``, ``step_mixed``, ``step_train_mode``, ``step_time`` in the JSON): on real training
+   batches, with TextBrewer's projections set to textdistill's, it compares textdistill's ``Objective`` with
+   TextBrewer's ``GeneralDistiller.compute_loss``: each term, the total and every student / projection
+   gradient, in eval mode on epoch 0's first batch and on a batch of 16 examples spread over the whole
+   length range, and in train mode (dropout) with the RNG reset to the same state before each tool's
+   forward. Two documented definitional differences are reported, not hidden: the logit term (``kd_kl`` is
    KL(p_T || p_S), TextBrewer's ``ce`` is CE(p_T, p_S) = KL + H(p_T), so the totals differ by the teacher's
    entropy and the gradients do not) and the averaging of the MSE terms (textdistill: per example, then
    over the batch; TextBrewer: over the batch's real tokens). With TextBrewer's averaging substituted on
-   textdistill's side the gradients must agree to float rounding.
+   textdistill's side the gradients must agree to float rounding. ``step_time`` times the student side of
+   a step (forward, loss, backward) of both tools on the same batches, alternated.
 2. **Draws** (``runs``): the full 3-epoch job, ``--draws`` times per variant, each draw ``k`` reseeding the
    projection init (``torch.manual_seed(1000 + k)`` right before the loss/projections are built) and the
    dropout stream (``torch.manual_seed(k)`` when training starts) in both tools alike. Variants:
@@ -28,6 +31,7 @@ Accuracy only: the runs are timed but the timing is not the point (see ``vs_text
 
 Example (the command behind docs/results.md):
     python benchmarks/intermediate_parity.py --data ../shared/data/sst2 --train-examples 2000 --draws 3
+    python benchmarks/intermediate_parity.py --data ../shared/data/sst2 --steps-only   # step checks only
 """
 
 from __future__ import annotations
@@ -127,8 +131,19 @@ def child(spec_path: str) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ one step
-def one_step(prepared: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """Loss terms and gradients of both tools on the first training batch of the exported order."""
+def step_checks(
+    prepared: dict[str, Any], args: argparse.Namespace, timing_batches: int = 24
+) -> dict[str, Any]:
+    """Both tools' losses, gradients and student-step cost on the same batches of the exported order.
+
+    ``step``: epoch 0's first batch, eval mode. ``step_mixed``: 16 training examples spread over the whole
+    length range (3 to 56 tokens), eval mode: the per-example vs per-token averaging shows here, and with
+    TextBrewer's averaging substituted the gradients must still agree. ``step_train_mode``: train mode
+    (dropout on), the global RNG reset to the same state before each tool's student forward: the same
+    dropout masks are drawn only if both consume the RNG identically. ``step_time``: the student side of one
+    step (forward, loss, backward; teacher outputs precomputed for both) on ``timing_batches`` batches,
+    the tools alternated batch by batch, median ms over rounds 2-4.
+    """
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -140,12 +155,21 @@ def one_step(prepared: dict[str, Any], args: argparse.Namespace) -> dict[str, An
     seed = args.seeds_list[0]
     exported = json.loads(Path(prepared["seeds"][seed]["data"]).read_text())
     rows = vt.read_glue_tsv(str(Path(args.data) / "train.tsv"))  # (sentence, label) by example id
-    first = exported["batches"][0][0]  # positions in train_ids of epoch 0's first batch
-    texts = [rows[exported["train_ids"][i]][0] for i in first]
     tokenizer = AutoTokenizer.from_pretrained(args.teacher)
-    batch = dict(
-        tokenizer(texts, padding=True, truncation=True, max_length=args.max_length, return_tensors="pt")
-    )
+
+    def encode(positions: list[int]) -> dict[str, torch.Tensor]:
+        texts = [rows[exported["train_ids"][i]][0] for i in positions]
+        enc = tokenizer(texts, padding=True, truncation=True, max_length=args.max_length, return_tensors="pt")
+        return dict(enc)
+
+    first = exported["batches"][0][0]  # positions in train_ids of epoch 0's first batch
+    n_train = len(exported["train_ids"])
+    lengths = [len(tokenizer(rows[exported["train_ids"][i]][0])["input_ids"]) for i in range(n_train)]
+    by_length = sorted(range(n_train), key=lambda i: (lengths[i], i))
+    mixed = [by_length[round(k * (n_train - 1) / 15)] for k in range(16)]
+    batches = {"step": encode(first), "step_mixed": encode(mixed)}
+    timed = [encode(b) for b in exported["batches"][0][:timing_batches]]
+
     teacher = AutoModelForSequenceClassification.from_pretrained(args.teacher, dtype=torch.float32).eval()
     student = AutoModelForSequenceClassification.from_pretrained(
         prepared["student_init"], dtype=torch.float32
@@ -159,22 +183,9 @@ def one_step(prepared: dict[str, Any], args: argparse.Namespace) -> dict[str, An
     ]
     t_wrap, s_wrap = HFClassifier(teacher), HFClassifier(student)
     objective = Objective(terms, t_wrap.info, s_wrap.info)
-    inputs = (batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-    with torch.no_grad():
-        t_out = t_wrap(*inputs, features=objective.teacher_request())
 
-    def textdistill_step() -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-        student.zero_grad(set_to_none=True)
-        objective.zero_grad(set_to_none=True)
-        s_out = s_wrap(*inputs, features=objective.student_request())
-        total, parts = objective(s_out.float(), t_out, batch)
-        total.backward()
-        grads = {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
-        for i, p in enumerate(objective.parameters()):
-            grads[f"projection.{i}"] = p.grad.clone()
-        return {"total": float(total), **{k: float(v) for k, v in parts.items()}}, grads
-
-    own_losses, _ = textdistill_step()
+    def inputs(batch: dict[str, torch.Tensor]) -> tuple:
+        return batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
 
     # TextBrewer's distiller on the same models, its projections set to textdistill's
     att_pairs = [(s - 1, t - 1) for s, t in pairs if s > 0 and t > 0]
@@ -222,38 +233,139 @@ def one_step(prepared: dict[str, Any], args: argparse.Namespace) -> dict[str, An
         b.weight.data.copy_(a.weight.data)
         b.bias.data.copy_(a.bias.data)
     post = textbrewer.distiller_utils.post_adaptor
-    with torch.no_grad():
-        res_t = post(distiller.adaptor_T(batch, teacher(**batch, output_hidden_states=True)))
-    student.zero_grad(set_to_none=True)
-    for p in theirs:
-        p.zero_grad(set_to_none=True)
-    res_s = post(distiller.adaptor_S(batch, student(**batch, output_hidden_states=True)))
-    tb_total, tb_parts = distiller.compute_loss(res_s, res_t)
-    tb_total.backward()
-    tb_grads = {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
-    for i, p in enumerate(q for m in theirs for q in (m.weight, m.bias)):
-        tb_grads[f"projection.{i}"] = p.grad.clone()
-    p_t = torch.softmax(res_t["logits"][0], -1)
-    entropy = float(-(p_t * p_t.log()).sum(-1).mean())
-    tb_terms = {k: float(v) for k, v in tb_parts.items()}
+
+    def teacher_outputs(batch: dict[str, torch.Tensor]) -> tuple[Any, Any]:
+        with torch.no_grad():
+            own = t_wrap(*inputs(batch), features=objective.teacher_request())
+            tb = post(distiller.adaptor_T(batch, teacher(**batch, output_hidden_states=True)))
+        return own, tb
+
+    def zero() -> None:
+        student.zero_grad(set_to_none=True)
+        objective.zero_grad(set_to_none=True)
+        for p in theirs:
+            p.zero_grad(set_to_none=True)
+
+    def td_step(batch: dict[str, torch.Tensor], t_out: Any) -> tuple[torch.Tensor, dict, list[float]]:
+        zero()
+        t0 = time.perf_counter()
+        s_out = s_wrap(*inputs(batch), features=objective.student_request())
+        t1 = time.perf_counter()
+        total, parts = objective(s_out.float(), t_out, batch)
+        t2 = time.perf_counter()
+        total.backward()
+        return total, parts, [t1 - t0, t2 - t1, time.perf_counter() - t2]
+
+    def tb_step(batch: dict[str, torch.Tensor], res_t: Any) -> tuple[torch.Tensor, dict, list[float]]:
+        zero()
+        t0 = time.perf_counter()
+        res_s = post(distiller.adaptor_S(batch, student(**batch, output_hidden_states=True)))
+        t1 = time.perf_counter()
+        total, parts = distiller.compute_loss(res_s, res_t)
+        t2 = time.perf_counter()
+        total.backward()
+        return total, parts, [t1 - t0, t2 - t1, time.perf_counter() - t2]
+
+    def own_grads() -> dict[str, torch.Tensor]:
+        grads = {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
+        for i, p in enumerate(objective.parameters()):
+            grads[f"projection.{i}"] = p.grad.clone()
+        return grads
+
+    def their_grads() -> dict[str, torch.Tensor]:
+        grads = {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
+        for i, p in enumerate(q for m in theirs for q in (m.weight, m.bias)):
+            grads[f"projection.{i}"] = p.grad.clone()
+        return grads
+
+    def worst(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+        assert a.keys() == b.keys(), sorted(set(a) ^ set(b))
+        return max(float((b[n] - g).abs().max() / g.abs().max().clamp_min(1e-30)) for n, g in a.items())
+
+    def entropy(res_t: Any) -> float:
+        p_t = torch.softmax(res_t["logits"][0], -1)
+        return float(-(p_t * p_t.log()).sum(-1).mean())
+
+    def floats(total: torch.Tensor, parts: dict) -> dict[str, float]:
+        return {"total": float(total), **{k: float(v) for k, v in parts.items()}}
+
+    out: dict[str, Any] = {}
+    teacher_of = {name: teacher_outputs(batch) for name, batch in batches.items()}
+    for name, batch in batches.items():  # textdistill's own averaging first
+        total, parts, _ = td_step(batch, teacher_of[name][0])
+        out[name] = {
+            "batch_examples": len(batch["input_ids"]),
+            "batch_lengths": batch["attention_mask"].sum(-1).tolist(),
+            "textdistill_default": floats(total, parts),
+        }
+
+    # student-side cost of a step, train mode, the tools alternated batch by batch (textdistill's averaging)
+    student.train()
+    timed_teacher = [teacher_outputs(b) for b in timed]
+    spans: dict[str, list[list[float]]] = {"textdistill": [], "textbrewer": []}
+    for rnd in range(4):
+        for i, batch in enumerate(timed):
+            order = ["textdistill", "textbrewer"] if (rnd + i) % 2 == 0 else ["textbrewer", "textdistill"]
+            for tool in order:
+                torch.manual_seed(rnd * 1000 + i)
+                if tool == "textdistill":
+                    _, _, span = td_step(batch, timed_teacher[i][0])
+                else:
+                    _, _, span = tb_step(batch, timed_teacher[i][1])
+                if rnd > 0:  # round 0 warms up
+                    spans[tool].append(span)
+    out["step_time"] = {
+        "batches": len(timed),
+        "rounds_timed": 3,
+        "threads": torch.get_num_threads(),
+        **{
+            tool: {
+                key: 1000 * statistics.median(s[k] if k < 3 else sum(s) for s in v)
+                for k, key in enumerate(["forward_ms", "loss_ms", "backward_ms", "total_ms"])
+            }
+            for tool, v in spans.items()
+        },
+    }
 
     per_token_averaging()
-    token_losses, token_grads = textdistill_step()
-    worst = max(
-        float((tb_grads[n] - g).abs().max() / g.abs().max().clamp_min(1e-30)) for n, g in token_grads.items()
-    )
-    return {
-        "batch_examples": len(first),
-        "batch_lengths": batch["attention_mask"].sum(-1).tolist(),
-        "textdistill_default": own_losses,
-        "textdistill_per_token": token_losses,
-        "textbrewer_terms": tb_terms,
-        "textbrewer_total": float(tb_total),
-        "teacher_entropy": entropy,
-        "textbrewer_total_minus_entropy": float(tb_total) - entropy,
-        "gradient_tensors_compared": len(token_grads),
-        "max_relative_gradient_difference": worst,
-    }
+    student.eval()
+    for name, batch in batches.items():
+        own_t, tb_t = teacher_of[name]
+        total, parts, _ = td_step(batch, own_t)
+        token = floats(total, parts)
+        token_grads = own_grads()
+        tb_total, tb_parts, _ = tb_step(batch, tb_t)
+        h = entropy(tb_t)
+        out[name].update(
+            textdistill_per_token=token,
+            textbrewer_terms={k: float(v) for k, v in tb_parts.items()},
+            textbrewer_total=float(tb_total),
+            teacher_entropy=h,
+            textbrewer_total_minus_entropy=float(tb_total) - h,
+            gradient_tensors_compared=len(token_grads),
+            max_relative_gradient_difference=worst(token_grads, their_grads()),
+        )
+
+    # train mode: dropout on, the same RNG state before each tool's forward (TextBrewer's averaging)
+    student.train()
+    checks = []
+    for name, batch in [("first", batches["step"]), ("mixed", batches["step_mixed"]), ("timed[5]", timed[5])]:
+        own_t, tb_t = teacher_outputs(batch)
+        torch.manual_seed(123)
+        total, _, _ = td_step(batch, own_t)
+        grads = own_grads()
+        torch.manual_seed(123)
+        tb_total, _, _ = tb_step(batch, tb_t)
+        checks.append(
+            {
+                "batch": name,
+                "textdistill_per_token_total": float(total),
+                "textbrewer_total_minus_entropy": float(tb_total) - entropy(tb_t),
+                "max_relative_gradient_difference": worst(grads, their_grads()),
+            }
+        )
+    out["step_train_mode"] = checks
+    return out
 
 
 # --------------------------------------------------------------------------------------------- orchestrator
@@ -269,6 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--skip-step", action="store_true", help="only the training runs")
+    ap.add_argument(
+        "--steps-only",
+        action="store_true",
+        help="only the step checks, merged into an existing --out JSON (its training runs are kept)",
+    )
     own = ap.parse_args(argv)
     args = vt.parse_args(
         ["--data", own.data, "--teacher", own.teacher, "--work", own.work, "--train-examples",
@@ -284,8 +401,17 @@ def main(argv: list[str] | None = None) -> int:
         "layer_pairs": prepared["layer_pairs"],
     }
     if not own.skip_step:
-        results["step"] = one_step(prepared, args)
-        print(json.dumps(results["step"], indent=1), flush=True)
+        steps = step_checks(prepared, args)
+        results.update(steps)
+        print(json.dumps(steps, indent=1), flush=True)
+        if own.steps_only:  # keep the training runs of an earlier invocation
+            out = Path(own.out)
+            earlier = json.loads(out.read_text()) if out.is_file() else {}
+            earlier.update(steps, steps_command=results["command"], steps_machine=results["machine"])
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(earlier, indent=2))
+            print(f"wrote {out}")
+            return 0
     seed = args.seeds_list[0]
     base = {
         "teacher": str(Path(args.teacher).resolve()),
