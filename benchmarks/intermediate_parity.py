@@ -26,6 +26,7 @@ script separates the two possible causes, a different objective or a different r
    ``textdistill-clip-S``   textdistill clipping the student's gradient only, as TextBrewer does (its own
                             default clips student + projections together)
    ``textdistill-tokens``   textdistill with TextBrewer's per-token averaging of the MSE terms
+   ``textdistill-as-tb``    both of the above together
 
 Accuracy only: the runs are timed but the timing is not the point (see ``vs_textbrewer.py``).
 
@@ -48,7 +49,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vs_textbrewer as vt  # noqa: E402  (the sibling benchmark: data export, both tools' runners)
 
-VARIANTS = ("textdistill", "textbrewer", "textdistill-clip-S", "textdistill-tokens")
+VARIANTS = ("textdistill", "textbrewer", "textdistill-clip-S", "textdistill-tokens", "textdistill-as-tb")
+DEFAULT_VARIANTS = VARIANTS[:4]
 
 
 # ------------------------------------------------------------------------------------- textdistill patches
@@ -121,11 +123,11 @@ def child(spec_path: str) -> int:
         reseed_textbrewer(draw)
     else:
         reseed_textdistill(draw)
-    if variant == "textdistill-clip-S":
+    if variant in ("textdistill-clip-S", "textdistill-as-tb"):
         from textdistill.training.distiller import Distiller
 
         Distiller._params = lambda self: [p for p in self.student.parameters() if p.requires_grad]
-    if variant == "textdistill-tokens":
+    if variant in ("textdistill-tokens", "textdistill-as-tb"):
         per_token_averaging()
     return vt.child_main(spec_path)
 
@@ -379,7 +381,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/results/intermediate_parity.json")
     ap.add_argument("--train-examples", type=int, default=2000)
     ap.add_argument("--draws", type=int, default=3)
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=VARIANTS)
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the runs of other variants (and the step checks) of an existing --out JSON; replace these",
+    )
     ap.add_argument("--skip-step", action="store_true", help="only the training runs")
     ap.add_argument(
         "--steps-only",
@@ -472,8 +479,17 @@ def main(argv: list[str] | None = None) -> int:
             res = json.loads(Path(spec["result"]).read_text())
             runs.append({"variant": variant, "draw": draw, **res})
             print(f"[{time.time() - t0:5.0f}s] {name}: epochs {res['epoch_accuracy']}", flush=True)
+    if own.merge and Path(own.out).is_file():
+        earlier = json.loads(Path(own.out).read_text())
+        kept = [r for r in earlier.get("runs", []) if r["variant"] not in own.variants]
+        runs = kept + runs
+        commands = earlier.get("merged_commands", [earlier.get("command")])
+        earlier.update({k: v for k, v in results.items() if k not in ("command", "machine")})
+        results = dict(
+            earlier, merged_commands=[*commands, results["command"]], merged_machine=results["machine"]
+        )
     summary = {}
-    for variant in own.variants:
+    for variant in dict.fromkeys(r["variant"] for r in runs):
         accs = [r["dev_accuracy_final"] for r in runs if r["variant"] == variant]
         summary[variant] = {
             "dev_accuracy_final": accs,
