@@ -421,21 +421,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     seed = args.seeds_list[0]
     base = {
-        "teacher": str(Path(args.teacher).resolve()),
-        "student_init": str(Path(prepared["student_init"]).resolve()),
-        "train_file": str((Path(args.data) / "train.tsv").resolve()),
-        "dev_file": str((Path(args.data) / "dev.tsv").resolve()),
-        "train_examples": args.train_examples,
-        "max_length": args.max_length,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "eval_batch_size": args.eval_batch_size,
-        "lr": args.lr,
-        "warmup_ratio": args.warmup_ratio,
-        "layer_pairs": prepared["layer_pairs"],
-        "threads": None,
-        "tb_attention": "scores",
-        "tb_padding": "dynamic",
+        **vt.base_spec(args, prepared),
         "job": "intermediate",
         "setting": "best",
         "seed": seed,

@@ -991,18 +991,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.child:
-        return child_main(args.child)
-    wait_for_teacher(Path(args.teacher), args.wait_minutes)
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    machine = machine_info()
-    prepared = prepare(args, work)
-    settings, note = settings_to_run(args.settings)
-    base = {
+def base_spec(args: argparse.Namespace, prepared: dict[str, Any]) -> dict[str, Any]:
+    """What every run of one invocation shares: models, data files, hyper-parameters, layer pairs."""
+    return {
         "teacher": str(Path(args.teacher).resolve()),
         "student_init": str(Path(prepared["student_init"]).resolve()),
         "train_file": str((Path(args.data) / "train.tsv").resolve()),
@@ -1019,6 +1010,20 @@ def main(argv: list[str] | None = None) -> int:
         "tb_attention": args.tb_attention,
         "tb_padding": args.tb_padding,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        return child_main(args.child)
+    wait_for_teacher(Path(args.teacher), args.wait_minutes)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    machine = machine_info()
+    prepared = prepare(args, work)
+    settings, note = settings_to_run(args.settings)
+    base = base_spec(args, prepared)
     runs: list[dict[str, Any]] = []
     for seed in args.seeds_list:
         sd = prepared["seeds"][seed]
