@@ -63,7 +63,7 @@ with ``log_dir=None``. Nothing else is needed: TextBrewer never imports transfor
 outputs through its adaptors (here: ``SequenceClassifierOutput.logits`` / ``.hidden_states``).
 
 Example (the command behind docs/results.md):
-    python benchmarks/vs_textbrewer.py --data ../shared/data/sst2 --train-examples 1000 --epochs 1
+    python benchmarks/vs_textbrewer.py --data ../shared/data/sst2 --train-examples 2000 --epochs 3 --seeds 3
 """
 
 from __future__ import annotations
