@@ -1,0 +1,122 @@
+"""Teacher-output cache: run the frozen teacher once per example, train against its stored outputs.
+
+One concern per module: :mod:`.spec` what is cached and its fingerprint; :mod:`.store` the on-disk format
+and the memory-mapped reader; :mod:`.writer` writing and publishing a directory; :mod:`.build` the
+inference pass (one path for one process and for several); :mod:`.cached` the cached teacher;
+:mod:`.source` choosing live or cached and finding caches under the root; :mod:`.dev_eval` the stored
+teacher dev evaluation.
+
+A distillation run calls the teacher on every batch of every epoch (and every stage of a pipeline), although
+its outputs for an example never change. The cache runs one inference pass over the distinct examples
+(large ``train.eval_batch_size`` batches, ``torch.inference_mode``, length-sorted so that batches carry
+little padding) and stores what the objective reads on disk, memory-mapped, so caches larger than RAM stay
+on disk and only the rows of the current batch are read.
+
+Layout of a cache directory (all arrays raw little-endian, row order = the build order)::
+
+    meta.json          fingerprint + its components, the stored arrays, shapes and dtypes; written last
+    ids.npy            (N,) int64 example ids, one per row
+    lengths.npy        (N,) int64 real tokens per example (padding is never stored)
+    input_ids.bin      (T,) int32 real tokens of every example, concatenated (every lookup is checked on them)
+    logits.bin         (N, C) teacher logits
+    hidden_{i}.bin     (T, H) hidden_states[i] at real tokens (only the indices the objective reads)
+    {q,k,v}_{l}.bin    (T, W) Q/K/V projections of 0-based layer l at real tokens
+    scores_{l}.bin     (heads * sum n^2,) pre-softmax scores of layer l, each example's (heads, n, n) block
+    probs_{l}.bin      (heads * sum n^2,) attention probabilities of layer l, same layout
+
+``T = sum_b n_b`` real tokens; example ``r``'s tokens are rows ``offsets[r]:offsets[r + 1]`` with
+``offsets = [0, cumsum(lengths)]``. Variable-length examples are therefore stored without padding and padded
+back per batch (with zeros) to the batch's padded length at lookup time.
+
+Derived features are not stored twice: a layer whose Q/K/V are cached gets its scores and probabilities
+recomputed from Q and K with the very function the live hooks use
+(:func:`~textdistill.models.hooks.attention_from_qk`), and a layer with cached scores gets its probabilities
+as ``softmax(scores + mask)``, as the hooks compute them. For the ``(heads, n, n)`` maps of short sequences
+storing the map is smaller than storing Q and K (``heads * n^2 < 2 * n * W`` while ``n < 2 * d_head``), so
+Q/K are stored only when the objective asks for Q/K/V anyway.
+
+Fingerprint (:func:`cache_fingerprint`): a SHA-256 over
+
+* the teacher's weights: the bytes, dtypes, shapes and names of every tensor of the *loaded* model's
+  ``state_dict`` (rather than the weight files' bytes or their size + mtime: the loaded tensors are what
+  produce the outputs, whatever the file format, shard layout or hub cache location, and an in-memory edit
+  changes them too; hashing ~0.5 GB of BERT-base takes well under a second), plus the model config (minus
+  its path and library version);
+* the tokenizer files in the teacher directory (when it is local);
+* ``max_length``;
+* the data: every distinct example's id, ``input_ids`` and ``token_type_ids`` as encoded (so any tokenizer
+  or truncation change that alters an input changes the hash, even for a hub tokenizer);
+* the stored features, the storage dtype and the compute precision of the pass.
+
+A directory whose fingerprint differs, or which is incomplete or corrupt (missing ``meta.json``, a missing
+or wrongly sized array), is rebuilt. The cache is written to a temporary sibling directory and renamed into
+place when complete, so a crash mid-pass never leaves a directory that passes validation.
+
+Several processes (``torch.distributed`` initialised, e.g. under ``accelerate launch``): the build is
+collective and each process runs the teacher on its own share of the batches only. Process 0 creates the
+temporary directory with every array file at its final size; each process writes its contiguous run of rows
+(whole batches, cut where the padded-token work is balanced) into its byte range of those files; once every
+process reported success, process 0 writes ``meta.json``, validates and renames the directory into place, as
+a single process does. The batches are the single-process build's batches, so the arrays are the same.
+Every process must see the cache directory (one machine, or a shared file system across machines).
+
+Example:
+    >>> cache = build_teacher_cache(teacher, [train_ds], collator, directory="cache/sst2",
+    ...                             request=objective.teacher_request(), device=device)
+    >>> source = CachedTeacher(cache, objective.teacher_request(), device)
+    >>> teacher_out = source(batch)  # ModelOutputs, float32, shaped like the live teacher's
+"""
+
+import shutil  # noqa: F401  (tests patch ``teacher_cache.shutil.disk_usage``)
+
+from textdistill.models.hooks import probs_from_scores
+from textdistill.training.teacher_cache.build import build_teacher_cache, shard_rows
+from textdistill.training.teacher_cache.cached import CachedHiddenStates, CachedTeacher
+from textdistill.training.teacher_cache.dev_eval import EVAL_DIR, dataset_inputs_hash, teacher_dev_evaluation
+from textdistill.training.teacher_cache.source import (
+    DEFAULT_ROOT_NAME,
+    build_teacher_source,
+    default_cache_root,
+    find_compatible_cache,
+)
+from textdistill.training.teacher_cache.spec import (
+    CACHE_DTYPES,
+    FORMAT_VERSION,
+    CacheSpec,
+    cache_fingerprint,
+    prepare_fingerprint,
+    teacher_hidden_layers,
+    tokenizer_hash,
+    weights_hash,
+)
+from textdistill.training.teacher_cache.store import META, CacheInvalid, TeacherCache
+from textdistill.training.teacher_cache.writer import CacheTooLarge, check_disk_space, human_bytes
+
+__all__ = [
+    "CACHE_DTYPES",
+    "DEFAULT_ROOT_NAME",
+    "EVAL_DIR",
+    "FORMAT_VERSION",
+    "META",
+    "CacheInvalid",
+    "CacheSpec",
+    "CacheTooLarge",
+    "CachedHiddenStates",
+    "CachedTeacher",
+    "TeacherCache",
+    "build_teacher_cache",
+    "build_teacher_source",
+    "cache_fingerprint",
+    "check_disk_space",
+    "dataset_inputs_hash",
+    "default_cache_root",
+    "find_compatible_cache",
+    "human_bytes",
+    "prepare_fingerprint",
+    "probs_from_scores",
+    "shard_rows",
+    "teacher_dev_evaluation",
+    "teacher_hidden_layers",
+    "tokenizer_hash",
+    "weights_hash",
+]
