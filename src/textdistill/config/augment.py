@@ -61,8 +61,8 @@ class AugmentConfig:
         Args:
             mlm_given: a masked LM is passed in-process, so ``mlm`` may be unset for method tinybert.
         """
-        # lazy: the registry module imports this one; the methods register when the package is imported
-        from textdistill.data.augment.core import method_names
+        # lazy: the methods register when the textdistill.data.augment package is imported
+        from textdistill.data.augment.methods import method_names
 
         out: list[str] = []
         methods = method_names()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from textdistill.errors import ConfigError, DataError, ModelError
+from textdistill.errors import ConfigError
 from textdistill.evaluation.cka import cka_matrix, collect_representations
 from textdistill.evaluation.compression import (
     compression_ratio,
@@ -28,6 +27,7 @@ from textdistill.evaluation.compression import (
     flops_per_example,
     size_on_disk,
 )
+from textdistill.evaluation.eval_data import EvalData, model_tokenizer, read_labelled
 from textdistill.evaluation.metrics import agreement, evaluate_model
 from textdistill.evaluation.report import slug, write_report
 from textdistill.evaluation.speed import environment, measure_onnx, measure_torch, torch_threads
@@ -35,37 +35,6 @@ from textdistill.models.outputs import HIDDEN_STATES
 from textdistill.training.precision import cpu_supports_fast_bf16
 
 log = logging.getLogger(__name__)
-
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
-
-
-def model_tokenizer(directory: str | os.PathLike[str], fallback: Any | None = None) -> Any:
-    """The tokenizer saved with a model directory, else ``fallback``.
-
-    HF directories go through :func:`~textdistill.models.teacher.load_tokenizer`; a BiLSTM directory (no
-    ``config.json``) is read with ``AutoTokenizer`` when it holds tokenizer files.
-
-    Raises:
-        ModelError: no tokenizer files in the directory and no fallback.
-    """
-    from textdistill.models.teacher import load_tokenizer
-
-    d = Path(directory)
-    if (d / "config.json").is_file():
-        return load_tokenizer(d)
-    if any((d / f).is_file() for f in _TOKENIZER_FILES):
-        from transformers import AutoTokenizer
-
-        try:
-            return AutoTokenizer.from_pretrained(str(d))
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            raise ModelError(f"cannot load the tokenizer saved in {str(d)!r}: {exc}") from exc
-    if fallback is not None:
-        return fallback
-    raise ModelError(
-        f"{str(d)!r} holds no tokenizer files; save the model with its tokenizer "
-        "(textdistill.models.io.save_model(model, dir, tokenizer))."
-    )
 
 
 def _unique_names(dirs: Sequence[Path]) -> list[str]:
@@ -81,120 +50,6 @@ def _unique_names(dirs: Sequence[Path]) -> list[str]:
             name, k = f"{base}-{k}", k + 1
         names.append(name)
     return names
-
-
-def _seeded_subset(items: list[Any], limit: int | None, seed: int) -> list[Any]:
-    """A seeded random subset of ``limit`` items, in their original order (all when it fits)."""
-    if limit is None or len(items) <= limit:
-        return items
-    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
-    return [items[i] for i in keep]
-
-
-def read_labelled(
-    data_path: str | os.PathLike[str],
-    *,
-    id2label: Mapping[int, str] | None,
-    text_column: str = "sentence",
-    text_pair_column: str | None = None,
-    label_column: str = "label",
-    format: str = "auto",
-    encoding: str = "utf-8",
-    regression: bool = False,
-    labels: list[str] | None = None,
-    max_examples: int | None = None,
-    seed: int = 0,
-) -> tuple[list[Any], Any]:
-    """Read a labelled evaluation file and map its labels onto a model's label map.
-
-    Args:
-        data_path: TSV/CSV/JSONL file with labels.
-        id2label: the (teacher) model's label map; string labels are checked against it.
-        text_column, text_pair_column, label_column, format, encoding, regression: as in
-            :func:`textdistill.data.read_examples`.
-        labels: explicit class order (default: ``id2label``; see
-            :func:`textdistill.data.resolve_label_map`).
-        max_examples: keep a seeded random subset of this many examples, in file order.
-        seed: seed of the subset.
-
-    Returns:
-        ``(examples, label_map)``; ``label_map`` is None for regression.
-
-    Raises:
-        DataError: unreadable file, unknown labels, or no examples.
-    """
-    from textdistill.data import check_labels, read_examples, resolve_label_map
-
-    read = read_examples(
-        data_path,
-        format=format,
-        text_column=text_column,
-        text_pair_column=text_pair_column,
-        label_column=label_column,
-        encoding=encoding,
-        regression=regression,
-    )
-    label_map = None
-    if not regression:
-        label_map = resolve_label_map([str(e.label) for e in read.examples], labels, id2label)
-        check_labels(read, label_map)
-    examples = _seeded_subset(list(read.examples), max_examples, seed)
-    if not examples:
-        raise DataError(f"{data_path}: no examples to evaluate on.")
-    return examples, label_map
-
-
-class EvalData:
-    """Examples as one model sees them: tokenized, collated into evaluation and speed batches.
-
-    Args:
-        examples: the examples (from :func:`read_labelled`).
-        tokenizer: the model's tokenizer.
-        label_map: class names -> ids (None for regression).
-        regression: real-valued labels.
-        max_length: tokens per example after truncation.
-        batch_size: examples per batch.
-        speed_examples: size of the seeded sample the speed batches hold.
-        seed: seed of that sample.
-
-    Attributes:
-        eval_batches: every example, in file order, right-padded per batch.
-        speed_batches: the seeded speed sample, same batching.
-        lengths: real token count of every example.
-        input_ids: token ids of every example (to compare two tokenizations).
-    """
-
-    def __init__(
-        self,
-        examples: list[Any],
-        tokenizer: Any,
-        *,
-        label_map: Any,
-        regression: bool,
-        max_length: int,
-        batch_size: int,
-        speed_examples: int,
-        seed: int,
-    ):
-        from torch.utils.data import Subset
-
-        from textdistill.data import Collator, EncodedDataset, make_loader
-
-        self.tokenizer = tokenizer
-        dataset = EncodedDataset(examples, tokenizer, max_length, label_map, regression=regression)
-        collator = Collator.for_tokenizer(tokenizer)
-
-        def batches(ds: Any) -> list[dict[str, torch.Tensor]]:
-            loader = make_loader(
-                ds, batch_size, shuffle=False, group_by_length=False, seed=seed, collator=collator
-            )
-            return list(loader)
-
-        self.lengths = list(dataset.lengths)
-        self.eval_batches = batches(dataset)
-        speed_idx = _seeded_subset(list(range(len(dataset))), speed_examples, seed + 1)
-        self.speed_batches = batches(Subset(dataset, speed_idx))
-        self.input_ids = [dataset[i]["input_ids"] for i in range(len(dataset))]
 
 
 def run_benchmark(
@@ -267,9 +122,77 @@ def run_benchmark(
         ConfigError: bad benchmark settings.
         DataError / ModelError: unreadable data or models (messages name the file and the fix).
     """
-    from textdistill.models.io import load_student
-    from textdistill.models.teacher import load_teacher, load_tokenizer
+    _check_settings(batch_size, speed_examples, repeats, max_examples, threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n_threads = int(threads if threads is not None else torch.get_num_threads())
+    use_gpu = torch.cuda.is_available() if gpu is None else bool(gpu)
+    if use_gpu and not torch.cuda.is_available():
+        raise ConfigError("gpu=True but CUDA is not available on this machine. Fix: gpu=None or False.")
+    settings = _Settings(
+        threads=n_threads,
+        bf16=cpu_supports_fast_bf16() if bf16 is None else bool(bf16),
+        gpu=use_gpu,
+        onnx=onnx,
+        regression=regression,
+        flops_len=0,  # set from the data below
+        speed_kw={"warmup": warmup, "repeats": repeats, "latency_examples": latency_examples},
+        onnx_dir=out / "onnx",
+    )
+    read_kw = {
+        "text_column": text_column,
+        "text_pair_column": text_pair_column,
+        "label_column": label_column,
+        "format": format,
+        "encoding": encoding,
+        "regression": regression,
+        "labels": labels,
+        "max_examples": max_examples,
+        "seed": seed,
+    }
+    encode_kw = {
+        "max_length": max_length,
+        "batch_size": batch_size,
+        "speed_examples": speed_examples,
+        "seed": seed,
+    }
+    bench = _load(teacher_dir, student_dirs, data_path, read_kw, encode_kw)
+    lengths = bench.data[0].lengths
+    settings.flops_len = max(1, round(sum(lengths) / len(lengths)))
+    results: dict[str, Any] = {
+        "environment": environment(n_threads),
+        "task": {
+            "data": str(data_path),
+            "examples": bench.num_examples,
+            "regression": regression,
+            "metric": "pearson" if regression else "accuracy",
+            "labels": None if bench.label_map is None else list(bench.label_map.names),
+            "max_length": max_length,
+            "seq_len_mean": sum(lengths) / len(lengths),
+            "seq_len_max": max(lengths),
+            "flops_seq_len": settings.flops_len,
+            "speed_examples": min(speed_examples, bench.num_examples),
+            "batch_size": batch_size,
+        },
+        "models": [],
+        "entries": [],
+        "cka": {},
+        "exports": {},
+    }
+    # evaluation, export checks and CKA use the same thread count as the timings
+    with torch_threads(n_threads):
+        _measure_models(bench, settings, results)
+        if cka:  # layer CKA, teacher vs every student with hidden states
+            results["cka"] = _layer_cka(bench.names, bench.models, bench.data, cka_rows)
+    files = write_report(results, out, plots=plots)
+    results["files"] = {k: str(v) for k, v in files.items()}
+    return results
 
+
+def _check_settings(
+    batch_size: int, speed_examples: int, repeats: int, max_examples: int | None, threads: int | None
+) -> None:
+    """Every bad benchmark setting at once (ConfigError)."""
     problems = []
     for key, value in (("batch_size", batch_size), ("speed_examples", speed_examples), ("repeats", repeats)):
         if value < 1:
@@ -281,46 +204,39 @@ def run_benchmark(
     if problems:
         raise ConfigError(problems)
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    n_threads = int(threads if threads is not None else torch.get_num_threads())
-    use_bf16 = cpu_supports_fast_bf16() if bf16 is None else bool(bf16)
-    use_gpu = torch.cuda.is_available() if gpu is None else bool(gpu)
-    if use_gpu and not torch.cuda.is_available():
-        raise ConfigError("gpu=True but CUDA is not available on this machine. Fix: gpu=None or False.")
 
-    # ---- models and data
+@dataclass
+class _Bench:
+    """The loaded models (teacher first), their names and directories, and each one's view of the data."""
+
+    names: list[str]
+    dirs: list[Path]
+    models: list[nn.Module]
+    data: list[EvalData]
+    num_examples: int
+    label_map: Any
+
+
+def _load(
+    teacher_dir: str | os.PathLike[str],
+    student_dirs: Sequence[str | os.PathLike[str]],
+    data_path: str | os.PathLike[str],
+    read_kw: dict[str, Any],
+    encode_kw: dict[str, Any],
+) -> _Bench:
+    """Load the teacher and students and encode the data once per distinct tokenization."""
+    from textdistill.models.io import load_student
+    from textdistill.models.teacher import load_teacher, load_tokenizer
+
     teacher = load_teacher(teacher_dir)
     teacher_tok = load_tokenizer(teacher_dir)
-    examples, label_map = read_labelled(
-        data_path,
-        id2label=teacher.id2label,
-        text_column=text_column,
-        text_pair_column=text_pair_column,
-        label_column=label_column,
-        format=format,
-        encoding=encoding,
-        regression=regression,
-        labels=labels,
-        max_examples=max_examples,
-        seed=seed,
-    )
-
+    examples, label_map = read_labelled(data_path, id2label=teacher.id2label, **read_kw)
     dirs = [Path(teacher_dir), *(Path(d) for d in student_dirs)]
-    names = _unique_names(dirs)
     models: list[nn.Module] = [teacher] + [load_student(d) for d in dirs[1:]]
 
     def encode(tokenizer: Any) -> EvalData:
-        return EvalData(
-            examples,
-            tokenizer,
-            label_map=label_map,
-            regression=regression,
-            max_length=max_length,
-            batch_size=batch_size,
-            speed_examples=speed_examples,
-            seed=seed,
-        )
+        regression = read_kw["regression"]
+        return EvalData(examples, tokenizer, label_map=label_map, regression=regression, **encode_kw)
 
     teacher_data = encode(teacher_tok)
     data: list[EvalData] = [teacher_data]
@@ -329,63 +245,24 @@ def run_benchmark(
         enc = teacher_data if tok is teacher_tok else encode(tok)
         # a student saved with the teacher's tokenizer (the usual case) shares the teacher's batches
         data.append(teacher_data if enc.input_ids == teacher_data.input_ids else enc)
+    return _Bench(_unique_names(dirs), dirs, models, data, len(examples), label_map)
 
-    lengths = teacher_data.lengths
-    flops_len = max(1, round(sum(lengths) / len(lengths)))
-    results: dict[str, Any] = {
-        "environment": environment(n_threads),
-        "task": {
-            "data": str(data_path),
-            "examples": len(examples),
-            "regression": regression,
-            "metric": "pearson" if regression else "accuracy",
-            "labels": None if label_map is None else list(label_map.names),
-            "max_length": max_length,
-            "seq_len_mean": sum(lengths) / len(lengths),
-            "seq_len_max": max(lengths),
-            "flops_seq_len": flops_len,
-            "speed_examples": min(speed_examples, len(examples)),
-            "batch_size": batch_size,
-        },
-        "models": [],
-        "entries": [],
-        "cka": {},
-        "exports": {},
-    }
 
-    settings = _Settings(
-        threads=n_threads,
-        bf16=use_bf16,
-        gpu=use_gpu,
-        onnx=onnx,
-        regression=regression,
-        flops_len=flops_len,
-        speed_kw={"warmup": warmup, "repeats": repeats, "latency_examples": latency_examples},
-        onnx_dir=out / "onnx",
-    )
+def _measure_models(bench: _Bench, settings: _Settings, results: dict[str, Any]) -> None:
+    """Every model's record, entries and export into ``results`` (students compared with the teacher)."""
     teacher_logits: torch.Tensor | None = None
     teacher_record: dict[str, Any] | None = None
-    # evaluation, export checks and CKA use the same thread count as the timings
-    with torch_threads(n_threads):
-        for name, directory, model, enc in zip(names, dirs, models, data):
-            log.info("benchmarking %s (%s)", name, directory)
-            record, entries, logits, export = _benchmark_model(
-                name, directory, model, enc, settings, teacher_record, teacher_logits
-            )
-            if teacher_record is None:
-                teacher_record, teacher_logits = record, logits
-            results["models"].append(record)
-            results["entries"].extend(entries)
-            if export is not None:
-                results["exports"][name] = export
-
-        # ---- layer CKA, teacher vs every student with hidden states
-        if cka:
-            results["cka"] = _layer_cka(names, models, data, cka_rows)
-
-    files = write_report(results, out, plots=plots)
-    results["files"] = {k: str(v) for k, v in files.items()}
-    return results
+    for name, directory, model, enc in zip(bench.names, bench.dirs, bench.models, bench.data):
+        log.info("benchmarking %s (%s)", name, directory)
+        record, entries, logits, export = _benchmark_model(
+            name, directory, model, enc, settings, teacher_record, teacher_logits
+        )
+        if teacher_record is None:
+            teacher_record, teacher_logits = record, logits
+        results["models"].append(record)
+        results["entries"].extend(entries)
+        if export is not None:
+            results["exports"][name] = export
 
 
 @dataclass
@@ -412,35 +289,8 @@ def _benchmark_model(
     teacher_logits: torch.Tensor | None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], torch.Tensor, dict[str, Any] | None]:
     """Measure one model: its size/cost record, its quality/speed entries, its CPU fp32 logits, its export."""
-    info = getattr(model, "info", None)
-    params = count_parameters(model)
-    size = size_on_disk(directory)
-    try:
-        flops: int | None = flops_per_example(model, settings.flops_len)
-    except Exception as exc:  # noqa: BLE001 - an unknown architecture has no FLOP count, not a failure
-        log.warning("no FLOP count for %s: %s", name, exc)
-        flops = None
-    ref_params = teacher["params"] if teacher is not None else params
-    ref_bytes = teacher["size"]["weights_bytes"] if teacher is not None else size["weights_bytes"]
-    record = {
-        "name": name,
-        "role": "student" if teacher is not None else "teacher",
-        "dir": str(directory),
-        "kind": getattr(info, "kind", None),
-        "model_type": getattr(info, "model_type", None),
-        "params": params,
-        "size": size,
-        "compression": {
-            "params": compression_ratio(ref_params["total"], params["total"]),
-            "non_embedding_params": compression_ratio(ref_params["non_embedding"], params["non_embedding"])
-            if params["non_embedding"] > 0
-            else None,
-            "size": compression_ratio(ref_bytes, size["weights_bytes"])
-            if size["weights_bytes"] > 0
-            else None,
-        },
-        "flops_per_example": flops,
-    }
+    record = _size_record(name, directory, model, settings.flops_len, teacher)
+    size = record["size"]
 
     regression, speed_kw = settings.regression, settings.speed_kw
     nbytes = size["weights_bytes"]
@@ -479,38 +329,87 @@ def _benchmark_model(
 
     export_record = None
     if settings.onnx:
-        from textdistill.export.onnx import export_onnx
-
-        export = export_onnx(
-            model,
-            enc.tokenizer,
-            settings.onnx_dir / slug(name),
-            sample_batch=enc.speed_batches[0],
-            quantize_int8=True,
-            dev_batches=enc.eval_batches,
-            regression=regression,
-            threads=settings.threads,
-        )
-        export_record = export.to_dict()
-        for variant, path in (("fp32", export.onnx_path), ("int8", export.int8_path)):
-            key = f"onnx_{variant}"
-            v_speed = measure_onnx(
-                path, enc.speed_batches, threads=settings.threads, precision=variant, **speed_kw
-            )
-            entries.append(
-                _entry(
-                    name,
-                    "onnxruntime",
-                    variant,
-                    "cpu",
-                    export.dev_logits[key],
-                    ref_logits,
-                    export.dev_metrics.get(key, {"n": 0}),
-                    v_speed,
-                    export.sizes[key],
-                )
-            )
+        export_record = _onnx_entries(name, model, enc, settings, ref_logits, entries)
     return record, entries, logits, export_record
+
+
+def _size_record(
+    name: str, directory: Path, model: nn.Module, flops_len: int, teacher: dict[str, Any] | None
+) -> dict[str, Any]:
+    """A model's parameters, bytes on disk, compression against the teacher and FLOPs per example."""
+    info = getattr(model, "info", None)
+    params = count_parameters(model)
+    size = size_on_disk(directory)
+    try:
+        flops: int | None = flops_per_example(model, flops_len)
+    except Exception as exc:  # noqa: BLE001 - an unknown architecture has no FLOP count, not a failure
+        log.warning("no FLOP count for %s: %s", name, exc)
+        flops = None
+    ref_params = teacher["params"] if teacher is not None else params
+    ref_bytes = teacher["size"]["weights_bytes"] if teacher is not None else size["weights_bytes"]
+    record = {
+        "name": name,
+        "role": "student" if teacher is not None else "teacher",
+        "dir": str(directory),
+        "kind": getattr(info, "kind", None),
+        "model_type": getattr(info, "model_type", None),
+        "params": params,
+        "size": size,
+        "compression": {
+            "params": compression_ratio(ref_params["total"], params["total"]),
+            "non_embedding_params": compression_ratio(ref_params["non_embedding"], params["non_embedding"])
+            if params["non_embedding"] > 0
+            else None,
+            "size": compression_ratio(ref_bytes, size["weights_bytes"])
+            if size["weights_bytes"] > 0
+            else None,
+        },
+        "flops_per_example": flops,
+    }
+    return record
+
+
+def _onnx_entries(
+    name: str,
+    model: nn.Module,
+    enc: EvalData,
+    settings: _Settings,
+    ref_logits: torch.Tensor,
+    entries: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Export the model to ONNX (fp32 and int8), append both variants' entries, return the export record."""
+    from textdistill.export.onnx import export_onnx
+
+    export = export_onnx(
+        model,
+        enc.tokenizer,
+        settings.onnx_dir / slug(name),
+        sample_batch=enc.speed_batches[0],
+        quantize_int8=True,
+        dev_batches=enc.eval_batches,
+        regression=settings.regression,
+        threads=settings.threads,
+    )
+    export_record = export.to_dict()
+    for variant, path in (("fp32", export.onnx_path), ("int8", export.int8_path)):
+        key = f"onnx_{variant}"
+        v_speed = measure_onnx(
+            path, enc.speed_batches, threads=settings.threads, precision=variant, **settings.speed_kw
+        )
+        entries.append(
+            _entry(
+                name,
+                "onnxruntime",
+                variant,
+                "cpu",
+                export.dev_logits[key],
+                ref_logits,
+                export.dev_metrics.get(key, {"n": 0}),
+                v_speed,
+                export.sizes[key],
+            )
+        )
+    return export_record
 
 
 def _entry(

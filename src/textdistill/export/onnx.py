@@ -289,8 +289,8 @@ def export_onnx(
     """
     onnx = _require("onnx")
     _require("onnxruntime")
+    from textdistill.evaluation.environment import environment
     from textdistill.evaluation.metrics import agreement, collect_logits, compute_metrics, torch_predictor
-    from textdistill.evaluation.speed import environment
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -452,7 +452,7 @@ def export_dir(
     Returns:
         The :class:`ExportResult`.
     """
-    from textdistill.evaluation.benchmark import EvalData, model_tokenizer, read_labelled
+    from textdistill.evaluation.eval_data import EvalData, model_tokenizer, read_labelled
     from textdistill.models.io import load_student
 
     model = load_student(model_dir)

@@ -12,13 +12,14 @@ Example:
 from textdistill.data.augment import tang, tinybert  # noqa: F401 - importing registers the methods
 from textdistill.data.augment.cli import add_augment_parser, augment_cli, main
 from textdistill.data.augment.config import AugmentConfig
-from textdistill.data.augment.core import AUGMENTERS, ExampleLike, augment_examples, method_names
+from textdistill.data.augment.core import ExampleLike, augment_examples
 from textdistill.data.augment.files import (
     AugmentResult,
     augment_to_file,
     fingerprint_components,
     sidecar_path,
 )
+from textdistill.data.augment.methods import AUGMENTERS, method_names
 from textdistill.data.augment.mlm import MaskedLM, load_masked_lm
 from textdistill.data.augment.tang import TangAugmenter, load_nltk_tagger
 from textdistill.data.augment.tinybert import TinyBertAugmenter

@@ -24,13 +24,13 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from textdistill.data.augment.config import AugmentConfig
+from textdistill.data.augment.methods import AUGMENTERS, Augmenter
 from textdistill.data.augment.words import basic_tokenize, tokenizer_lowercases
 from textdistill.errors import DataError
-from textdistill.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -44,32 +44,6 @@ class ExampleLike(Protocol):
     text_pair: str | None
     label: str | float | None
     is_original: bool
-
-
-class Augmenter(Protocol):
-    """One augmentation method over word segments."""
-
-    def prepare(self, segments: list[list[str]]) -> None:
-        """See the whole corpus once before sampling (batched model calls, corpus statistics).
-
-        Args:
-            segments: the word list of every text (both texts of a pair are separate segments).
-        """
-
-    def sample(self, segment: int, rng: random.Random) -> list[str]:
-        """Draw one augmented word list of ``segments[segment]`` using only ``rng`` for randomness."""
-
-
-AugmenterFactory = Callable[..., Augmenter]
-"""``factory(cfg, *, tokenizer, teacher_embeddings, mlm, pos_tagger) -> Augmenter``."""
-
-AUGMENTERS: Registry[AugmenterFactory] = Registry("augmentation method")
-"""Augmentation methods by name (``none`` is built in: it returns the originals)."""
-
-
-def method_names() -> list[str]:
-    """Every valid ``augment.method``: ``none`` and the registered augmenters."""
-    return ["none", *AUGMENTERS.names()]
 
 
 def augment_examples(

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from textdistill.data.augment.config import AugmentConfig
-from textdistill.data.augment.core import AUGMENTERS
+from textdistill.data.augment.methods import AUGMENTERS
 from textdistill.errors import ConfigError, ModelError
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,158 @@
+"""Evaluation data as each benchmarked model sees it: the labelled file, its subset, the model's batches."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from textdistill.errors import DataError, ModelError
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
+
+
+def model_tokenizer(directory: str | os.PathLike[str], fallback: Any | None = None) -> Any:
+    """The tokenizer saved with a model directory, else ``fallback``.
+
+    HF directories go through :func:`~textdistill.models.teacher.load_tokenizer`; a BiLSTM directory (no
+    ``config.json``) is read with ``AutoTokenizer`` when it holds tokenizer files.
+
+    Raises:
+        ModelError: no tokenizer files in the directory and no fallback.
+    """
+    from textdistill.models.teacher import load_tokenizer
+
+    d = Path(directory)
+    if (d / "config.json").is_file():
+        return load_tokenizer(d)
+    if any((d / f).is_file() for f in _TOKENIZER_FILES):
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(str(d))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise ModelError(f"cannot load the tokenizer saved in {str(d)!r}: {exc}") from exc
+    if fallback is not None:
+        return fallback
+    raise ModelError(
+        f"{str(d)!r} holds no tokenizer files; save the model with its tokenizer "
+        "(textdistill.models.io.save_model(model, dir, tokenizer))."
+    )
+
+
+def _seeded_subset(items: list[Any], limit: int | None, seed: int) -> list[Any]:
+    """A seeded random subset of ``limit`` items, in their original order (all when it fits)."""
+    if limit is None or len(items) <= limit:
+        return items
+    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
+    return [items[i] for i in keep]
+
+
+def read_labelled(
+    data_path: str | os.PathLike[str],
+    *,
+    id2label: Mapping[int, str] | None,
+    text_column: str = "sentence",
+    text_pair_column: str | None = None,
+    label_column: str = "label",
+    format: str = "auto",
+    encoding: str = "utf-8",
+    regression: bool = False,
+    labels: list[str] | None = None,
+    max_examples: int | None = None,
+    seed: int = 0,
+) -> tuple[list[Any], Any]:
+    """Read a labelled evaluation file and map its labels onto a model's label map.
+
+    Args:
+        data_path: TSV/CSV/JSONL file with labels.
+        id2label: the (teacher) model's label map; string labels are checked against it.
+        text_column, text_pair_column, label_column, format, encoding, regression: as in
+            :func:`textdistill.data.read_examples`.
+        labels: explicit class order (default: ``id2label``; see
+            :func:`textdistill.data.resolve_label_map`).
+        max_examples: keep a seeded random subset of this many examples, in file order.
+        seed: seed of the subset.
+
+    Returns:
+        ``(examples, label_map)``; ``label_map`` is None for regression.
+
+    Raises:
+        DataError: unreadable file, unknown labels, or no examples.
+    """
+    from textdistill.data import check_labels, read_examples, resolve_label_map
+
+    read = read_examples(
+        data_path,
+        format=format,
+        text_column=text_column,
+        text_pair_column=text_pair_column,
+        label_column=label_column,
+        encoding=encoding,
+        regression=regression,
+    )
+    label_map = None
+    if not regression:
+        label_map = resolve_label_map([str(e.label) for e in read.examples], labels, id2label)
+        check_labels(read, label_map)
+    examples = _seeded_subset(list(read.examples), max_examples, seed)
+    if not examples:
+        raise DataError(f"{data_path}: no examples to evaluate on.")
+    return examples, label_map
+
+
+class EvalData:
+    """Examples as one model sees them: tokenized, collated into evaluation and speed batches.
+
+    Args:
+        examples: the examples (from :func:`read_labelled`).
+        tokenizer: the model's tokenizer.
+        label_map: class names -> ids (None for regression).
+        regression: real-valued labels.
+        max_length: tokens per example after truncation.
+        batch_size: examples per batch.
+        speed_examples: size of the seeded sample the speed batches hold.
+        seed: seed of that sample.
+
+    Attributes:
+        eval_batches: every example, in file order, right-padded per batch.
+        speed_batches: the seeded speed sample, same batching.
+        lengths: real token count of every example.
+        input_ids: token ids of every example (to compare two tokenizations).
+    """
+
+    def __init__(
+        self,
+        examples: list[Any],
+        tokenizer: Any,
+        *,
+        label_map: Any,
+        regression: bool,
+        max_length: int,
+        batch_size: int,
+        speed_examples: int,
+        seed: int,
+    ):
+        from torch.utils.data import Subset
+
+        from textdistill.data import Collator, EncodedDataset, make_loader
+
+        self.tokenizer = tokenizer
+        dataset = EncodedDataset(examples, tokenizer, max_length, label_map, regression=regression)
+        collator = Collator.for_tokenizer(tokenizer)
+
+        def batches(ds: Any) -> list[dict[str, torch.Tensor]]:
+            loader = make_loader(
+                ds, batch_size, shuffle=False, group_by_length=False, seed=seed, collator=collator
+            )
+            return list(loader)
+
+        self.lengths = list(dataset.lengths)
+        self.eval_batches = batches(dataset)
+        speed_idx = _seeded_subset(list(range(len(dataset))), speed_examples, seed + 1)
+        self.speed_batches = batches(Subset(dataset, speed_idx))
+        self.input_ids = [dataset[i]["input_ids"] for i in range(len(dataset))]
