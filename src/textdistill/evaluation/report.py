@@ -31,7 +31,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,144 +165,12 @@ def add_retention(results: dict[str, Any]) -> None:
 
 
 def _markdown(results: dict[str, Any], plots: dict[str, str], plot_note: str | None) -> str:
+    """report.md: the run's data and machine, then one section per table, then the plots."""
     metric = _primary_metric(results)
-    task = results.get("task") or {}
-    env = results.get("environment") or {}
-    out = ["# textdistill benchmark", ""]
-    if task:
-        out.append(
-            f"Data: `{task.get('data', '-')}`, {task.get('examples', '-')} examples, metric **{metric}**; "
-            f"sequence length mean {_fmt(task.get('seq_len_mean'), '.1f')} / max {task.get('seq_len_max', '-')} "
-            f"tokens; FLOPs at {task.get('flops_seq_len', '-')} tokens."
-        )
-        out.append("")
-    if env:
-        bf16 = env.get("bf16") or {}
-        out.append(
-            f"Environment: {env.get('cpu', '-')} ({env.get('cpu_capability', '-')}), {env.get('threads', '-')} "
-            f"threads, native bf16: {bf16.get('native', '-')}; torch {env.get('torch', '-')}, transformers "
-            f"{env.get('transformers', '-')}, onnxruntime {env.get('onnxruntime', '-')}"
-            + (f"; GPU {env['gpu']}" if env.get("gpu") else "")
-            + "."
-        )
-        out.append("")
-
-    models = results.get("models") or []
-    if models:
-        out += ["## Size and cost", ""]
-        rows = []
-        for m in models:
-            params = m.get("params") or {}
-            size = m.get("size") or {}
-            comp = m.get("compression") or {}
-            rows.append(
-                [
-                    str(m.get("name")),
-                    str(m.get("role", "-")),
-                    str(m.get("model_type") or m.get("kind") or "-"),
-                    _fmt(params.get("total"), ",d"),
-                    _fmt(params.get("non_embedding"), ",d"),
-                    _fmt(size.get("weights_bytes"), ".1f", 1e-6),
-                    _fmt(comp.get("params"), ".2f"),
-                    _fmt(comp.get("non_embedding_params"), ".2f"),
-                    _fmt(comp.get("size"), ".2f"),
-                    _fmt(m.get("flops_per_example"), ".3f", 1e-9),
-                ]
-            )
-        out.append(
-            _table(
-                [
-                    "Model",
-                    "Role",
-                    "Type",
-                    "Params",
-                    "Non-emb. params",
-                    "Weights (MB)",
-                    "Compression (params, x)",
-                    "Compression (non-emb., x)",
-                    "Compression (size, x)",
-                    "GFLOPs / example",
-                ],
-                rows,
-            )
-        )
-        out.append("")
-
-    entries = results.get("entries") or []
-    if entries:
-        out += ["## Quality and speed", ""]
-        rows = []
-        for e in entries:
-            speed = e.get("speed") or {}
-            metrics = e.get("metrics") or {}
-            rows.append(
-                [
-                    str(e.get("name")),
-                    str(e.get("runtime", "-")),
-                    str(e.get("precision", "-")),
-                    str(e.get("device", "-")),
-                    _fmt(e.get("size_bytes"), ".1f", 1e-6),
-                    _fmt(metrics.get(metric), ".4f"),
-                    _fmt(e.get("retention"), ".1f"),
-                    _fmt(e.get("agreement"), ".4f"),
-                    _fmt(speed.get("latency_ms_p50"), ".2f"),
-                    _fmt(speed.get("latency_ms_p90"), ".2f"),
-                    _fmt(speed.get("throughput_eps"), ".1f"),
-                ]
-            )
-        batch = next((e["speed"].get("throughput_batch_size") for e in entries if e.get("speed")), 32)
-        out.append(
-            _table(
-                [
-                    "Model",
-                    "Runtime",
-                    "Precision",
-                    "Device",
-                    "Size (MB)",
-                    metric,
-                    "Retention (%)",
-                    "Agreement w/ teacher",
-                    "Latency p50 (ms, bs 1)",
-                    "Latency p90 (ms, bs 1)",
-                    f"Throughput (ex/s, bs {batch})",
-                ],
-                rows,
-            )
-        )
-        out.append("")
-        other = sorted({k for e in entries for k in (e.get("metrics") or {}) if k not in (metric, "n")})
-        if other:
-            out += ["All metrics:", ""]
-            out.append(
-                _table(
-                    ["Model", "Runtime", "Precision", *other],
-                    [
-                        [str(e.get("name")), str(e.get("runtime", "-")), str(e.get("precision", "-"))]
-                        + [_fmt((e.get("metrics") or {}).get(k), ".4f") for k in other]
-                        for e in entries
-                    ],
-                )
-            )
-            out.append("")
-
-    cka = results.get("cka") or {}
-    if cka:
-        out += ["## Layer CKA (linear, teacher layers x student layers)", ""]
-        for name, c in cka.items():
-            matrix = c.get("matrix") or []
-            if not matrix:
-                out += [f"- {name}: {c.get('note', 'not computed')}", ""]
-                continue
-            out.append(
-                f"**{name}** ({c.get('pooling', '-')}, {c.get('rows', '-')} rows; row 0 = embeddings):"
-            )
-            out.append("")
-            header = ["teacher \\ student"] + [str(j) for j in range(len(matrix[0]))]
-            out.append(
-                _table(header, [[str(i)] + [_fmt(v, ".2f") for v in row] for i, row in enumerate(matrix)])
-            )
-            out.append("")
-
+    out = ["# textdistill benchmark", "", *_header(results, metric)]
+    out += _size_section(results.get("models") or [])
+    out += _quality_section(results.get("entries") or [], metric)
+    out += _cka_section(results.get("cka") or {})
     out += ["## Plots", ""]
     if plots:
         out += [f"- {label}: ![]({file})" for label, file in plots.items()]
@@ -312,6 +180,119 @@ def _markdown(results: dict[str, Any], plots: dict[str, str], plot_note: str | N
         out.append("(nothing to plot)")
     out.append("")
     return "\n".join(out)
+
+
+def _header(results: dict[str, Any], metric: str) -> list[str]:
+    """The data (examples, metric, sequence lengths) and the machine the numbers were measured on."""
+    task = results.get("task") or {}
+    env = results.get("environment") or {}
+    out = []
+    if task:
+        out += [
+            f"Data: `{task.get('data', '-')}`, {task.get('examples', '-')} examples, metric **{metric}**; "
+            f"sequence length mean {_fmt(task.get('seq_len_mean'), '.1f')} / max {task.get('seq_len_max', '-')} "
+            f"tokens; FLOPs at {task.get('flops_seq_len', '-')} tokens.",
+            "",
+        ]
+    if env:
+        bf16 = env.get("bf16") or {}
+        out += [
+            f"Environment: {env.get('cpu', '-')} ({env.get('cpu_capability', '-')}), {env.get('threads', '-')} "
+            f"threads, native bf16: {bf16.get('native', '-')}; torch {env.get('torch', '-')}, transformers "
+            f"{env.get('transformers', '-')}, onnxruntime {env.get('onnxruntime', '-')}"
+            + (f"; GPU {env['gpu']}" if env.get("gpu") else "")
+            + ".",
+            "",
+        ]
+    return out
+
+
+def _columns_table(
+    columns: list[tuple[str, Callable[[dict[str, Any]], str]]], rows: list[dict[str, Any]]
+) -> str:
+    """A Markdown table with one column per ``(header, cell function)`` and one row per item."""
+    return _table([h for h, _ in columns], [[cell(r) for _, cell in columns] for r in rows])
+
+
+def _size_section(models: list[dict[str, Any]]) -> list[str]:
+    """Parameters, bytes, compression and FLOPs of every model."""
+    if not models:
+        return []
+
+    def part(m: dict[str, Any], key: str) -> dict[str, Any]:
+        return m.get(key) or {}
+
+    columns = [
+        ("Model", lambda m: str(m.get("name"))),
+        ("Role", lambda m: str(m.get("role", "-"))),
+        ("Type", lambda m: str(m.get("model_type") or m.get("kind") or "-")),
+        ("Params", lambda m: _fmt(part(m, "params").get("total"), ",d")),
+        ("Non-emb. params", lambda m: _fmt(part(m, "params").get("non_embedding"), ",d")),
+        ("Weights (MB)", lambda m: _fmt(part(m, "size").get("weights_bytes"), ".1f", 1e-6)),
+        ("Compression (params, x)", lambda m: _fmt(part(m, "compression").get("params"), ".2f")),
+        (
+            "Compression (non-emb., x)",
+            lambda m: _fmt(part(m, "compression").get("non_embedding_params"), ".2f"),
+        ),
+        ("Compression (size, x)", lambda m: _fmt(part(m, "compression").get("size"), ".2f")),
+        ("GFLOPs / example", lambda m: _fmt(m.get("flops_per_example"), ".3f", 1e-9)),
+    ]
+    return ["## Size and cost", "", _columns_table(columns, models), ""]
+
+
+def _quality_section(entries: list[dict[str, Any]], metric: str) -> list[str]:
+    """Metric, retention, agreement, latency and throughput of every model variant; then all metrics."""
+    if not entries:
+        return []
+
+    def speed(e: dict[str, Any], key: str, spec: str) -> str:
+        return _fmt((e.get("speed") or {}).get(key), spec)
+
+    def metric_of(e: dict[str, Any], key: str) -> str:
+        return _fmt((e.get("metrics") or {}).get(key), ".4f")
+
+    batch = next((e["speed"].get("throughput_batch_size") for e in entries if e.get("speed")), 32)
+    first = [
+        ("Model", lambda e: str(e.get("name"))),
+        ("Runtime", lambda e: str(e.get("runtime", "-"))),
+        ("Precision", lambda e: str(e.get("precision", "-"))),
+    ]
+    columns = [
+        *first,
+        ("Device", lambda e: str(e.get("device", "-"))),
+        ("Size (MB)", lambda e: _fmt(e.get("size_bytes"), ".1f", 1e-6)),
+        (metric, lambda e: metric_of(e, metric)),
+        ("Retention (%)", lambda e: _fmt(e.get("retention"), ".1f")),
+        ("Agreement w/ teacher", lambda e: _fmt(e.get("agreement"), ".4f")),
+        ("Latency p50 (ms, bs 1)", lambda e: speed(e, "latency_ms_p50", ".2f")),
+        ("Latency p90 (ms, bs 1)", lambda e: speed(e, "latency_ms_p90", ".2f")),
+        (f"Throughput (ex/s, bs {batch})", lambda e: speed(e, "throughput_eps", ".1f")),
+    ]
+    out = ["## Quality and speed", "", _columns_table(columns, entries), ""]
+    other = sorted({k for e in entries for k in (e.get("metrics") or {}) if k not in (metric, "n")})
+    if other:
+        every = [*first, *((k, lambda e, k=k: metric_of(e, k)) for k in other)]
+        out += ["All metrics:", "", _columns_table(every, entries), ""]
+    return out
+
+
+def _cka_section(cka: dict[str, Any]) -> list[str]:
+    """One teacher-layers x student-layers CKA matrix per student (or why there is none)."""
+    if not cka:
+        return []
+    out = ["## Layer CKA (linear, teacher layers x student layers)", ""]
+    for name, c in cka.items():
+        matrix = c.get("matrix") or []
+        if not matrix:
+            out += [f"- {name}: {c.get('note', 'not computed')}", ""]
+            continue
+        out += [f"**{name}** ({c.get('pooling', '-')}, {c.get('rows', '-')} rows; row 0 = embeddings):", ""]
+        header = ["teacher \\ student"] + [str(j) for j in range(len(matrix[0]))]
+        out += [
+            _table(header, [[str(i)] + [_fmt(v, ".2f") for v in row] for i, row in enumerate(matrix)]),
+            "",
+        ]
+    return out
 
 
 def _new_figure(width: float = 6.0, height: float = 4.5) -> Any:
