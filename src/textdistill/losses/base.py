@@ -405,6 +405,72 @@ def register_term(cls: type[LossTerm]) -> type[LossTerm]:
     return LOSSES.register(cls.name)(cls)
 
 
+def layer_reduction(default: str = "sum") -> Param:
+    """The ``layer_reduction`` parameter of intermediate-layer terms (see the module docstring)."""
+    return Param(
+        default, "how matched layer pairs combine: sum (TinyBERT) or mean", "choice", ("sum", "mean")
+    )
+
+
+class AttentionPairTerm(LossTerm):
+    """A term over the layer map's attention pairs: ``reduce_pairs(pair_loss(student, teacher, mask))``.
+
+    Subclasses name the per-layer ``features`` they compare (``attentions``, ``attention_scores``, ``qkv``)
+    and implement :meth:`pair_loss`; fetching each pair's features as float32 (teacher detached), the mask,
+    the check that the map has attention pairs and the reduction over pairs are done here once.
+    """
+
+    default_layer_strategy = "uniform"
+    features: ClassVar[tuple[str, ...]] = ()
+    PARAMS: ClassVar[dict[str, Param]] = {"layer_reduction": layer_reduction()}
+
+    @classmethod
+    def extra_problems(
+        cls,
+        params: dict[str, Any],
+        teacher_info: ModelInfo | None,
+        student_info: ModelInfo,
+        layer_map: LayerMap | None,
+        key: str,
+    ) -> list[str]:
+        if layer_map is not None and not layer_map.attention_pairs:
+            return [
+                f"{key}: {cls.name} has no transformer-layer pairs with attention in layer map "
+                f"{layer_map.describe()}; the embeddings (0) have no attention, add pairs of layers >= 1"
+            ]
+        return []
+
+    def compute(
+        self,
+        student: ModelOutputs,
+        teacher: ModelOutputs | None,
+        batch: dict[str, torch.Tensor],
+        progress: float,
+    ) -> torch.Tensor:
+        losses = []
+        for s, t in self.layer_map.attention_keys:
+            fs = [self._feature(student, f, s, "student") for f in self.features]
+            ft = [self._feature(teacher, f, t, "teacher") for f in self.features]
+            first = fs[0][0] if isinstance(fs[0], tuple) else fs[0]
+            mask = attention_mask_of(batch, student, first[:, 0] if first.dim() == 4 else first)
+            losses.append(self.pair_loss(fs, ft, mask))
+        return reduce_layers(losses, self.params["layer_reduction"])
+
+    def _feature(self, outputs: ModelOutputs, feature: str, layer: int, side: str) -> Any:
+        value = layer_feature(outputs, feature, layer, side, self.name)
+        return tuple(as_float(x, side) for x in value) if isinstance(value, tuple) else as_float(value, side)
+
+    def pair_loss(self, student: list[Any], teacher: list[Any], mask: torch.Tensor) -> torch.Tensor:
+        """The loss of one pair from its ``features`` (a tensor, or a Q/K/V triple) of each side.
+
+        Args:
+            student: the student's features, in ``features`` order.
+            teacher: the teacher's.
+            mask: ``(B, L)`` float mask of real tokens.
+        """
+        raise NotImplementedError
+
+
 # --------------------------------------------------------------------------------------------- helpers
 def attention_mask_of(
     batch: dict[str, torch.Tensor], outputs: ModelOutputs, like: torch.Tensor

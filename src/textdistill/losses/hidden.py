@@ -19,6 +19,7 @@ from textdistill.losses.base import (
     Param,
     attention_mask_of,
     hidden_state,
+    layer_reduction,
     reduce_layers,
     register_term,
 )
@@ -34,12 +35,6 @@ _PROJECTION_INIT = Param(
     "choice",
     ("normal", "torch"),
 )
-
-
-def _layer_reduction(default: str) -> Param:
-    return Param(
-        default, "how matched layer pairs combine: sum (TinyBERT) or mean", "choice", ("sum", "mean")
-    )
 
 
 def token_mse(hs: torch.Tensor, ht: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -145,7 +140,7 @@ class HiddenMSE(_HiddenTerm):
         "include_embeddings": Param(True, "also match the embedding outputs (pairs with index 0)", "bool"),
         "shared_projection": _SHARED,
         "projection_init": _PROJECTION_INIT,
-        "layer_reduction": _layer_reduction("sum"),
+        "layer_reduction": layer_reduction("sum"),
     }
 
     @classmethod
@@ -173,7 +168,7 @@ class HiddenCosine(_HiddenTerm):
     PARAMS = {
         "shared_projection": _SHARED,
         "projection_init": _PROJECTION_INIT,
-        "layer_reduction": _layer_reduction("sum"),
+        "layer_reduction": layer_reduction("sum"),
     }
 
     def pair_loss(self, hs: torch.Tensor, ht: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -199,7 +194,7 @@ class PatientKD(_HiddenTerm):
         "exclude_last": Param(True, "drop the pair of the student's last layer (the paper's choice)", "bool"),
         "shared_projection": _SHARED,
         "projection_init": _PROJECTION_INIT,
-        "layer_reduction": _layer_reduction("mean"),
+        "layer_reduction": layer_reduction("mean"),
     }
 
     @classmethod

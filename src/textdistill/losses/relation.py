@@ -18,21 +18,17 @@ import torch
 
 from textdistill.losses.attention import probs_log
 from textdistill.losses.base import (
-    LossTerm,
+    AttentionPairTerm,
     Param,
-    as_float,
-    attention_mask_of,
     kl_over_keys,
-    layer_feature,
+    layer_reduction,
     masked_log_softmax,
-    reduce_layers,
     register_term,
     relation_names,
     split_heads,
 )
-from textdistill.models.outputs import ATTENTIONS, QKV, ModelOutputs
+from textdistill.models.outputs import ATTENTIONS, QKV
 
-_LAYER_REDUCTION = Param("sum", "how matched layer pairs combine: sum or mean", "choice", ("sum", "mean"))
 _QKV_INDEX = {"q": 0, "k": 1, "v": 2}
 
 
@@ -54,7 +50,7 @@ def relation_log_probs(x: torch.Tensor, y: torch.Tensor, heads: int, mask: torch
 
 
 @register_term
-class MiniLM(LossTerm):
+class MiniLM(AttentionPairTerm):
     """MiniLM v1 (Wang et al. 2020, "MiniLM: Deep Self-Attention Distillation", Eqs. 4-6).
 
     ``loss = L_AT + L_VR`` for each matched pair (default: last layers), where
@@ -73,37 +69,20 @@ class MiniLM(LossTerm):
     needs = frozenset({ATTENTIONS, QKV})
     needs_equal_heads = True
     default_layer_strategy = "last"
-    PARAMS = {"layer_reduction": _LAYER_REDUCTION}
+    features = ("attentions", "qkv")
 
-    @classmethod
-    def extra_problems(
-        cls, params: dict[str, Any], teacher_info, student_info, layer_map, key: str
-    ) -> list[str]:
-        if layer_map is not None and not layer_map.attention_pairs:
-            return [f"{key}: {cls.name} needs a pair of transformer layers (>= 1) in its layer map"]
-        return []
-
-    def compute(
-        self, student: ModelOutputs, teacher: ModelOutputs, batch: dict, progress: float
-    ) -> torch.Tensor:
-        losses = []
+    def pair_loss(self, student: list, teacher: list, mask: torch.Tensor) -> torch.Tensor:
+        (p_s, (_, _, v_s)), (p_t, (_, _, v_t)) = student, teacher
         heads_s, heads_t = self.student_info.num_heads, self.teacher_info.num_heads
-        for s, t in self.layer_map.attention_keys:
-            p_s = as_float(layer_feature(student, "attentions", s, "student", self.name), "student")
-            p_t = as_float(layer_feature(teacher, "attentions", t, "teacher", self.name), "teacher")
-            v_s = as_float(layer_feature(student, "qkv", s, "student", self.name)[2], "student")
-            v_t = as_float(layer_feature(teacher, "qkv", t, "teacher", self.name)[2], "teacher")
-            mask = attention_mask_of(batch, student, v_s)
-            at = kl_over_keys(probs_log(p_t), probs_log(p_s), mask)
-            vr = kl_over_keys(
-                relation_log_probs(v_t, v_t, heads_t, mask), relation_log_probs(v_s, v_s, heads_s, mask), mask
-            )
-            losses.append(at + vr)
-        return reduce_layers(losses, self.params["layer_reduction"])
+        at = kl_over_keys(probs_log(p_t), probs_log(p_s), mask)
+        vr = kl_over_keys(
+            relation_log_probs(v_t, v_t, heads_t, mask), relation_log_probs(v_s, v_s, heads_s, mask), mask
+        )
+        return at + vr
 
 
 @register_term
-class MiniLMv2(LossTerm):
+class MiniLMv2(AttentionPairTerm):
     """MiniLMv2 (Wang et al. 2021, "MiniLMv2: Multi-Head Self-Attention Relation Distillation", Eqs. 3-5).
 
     ``loss = sum_{xy in relations} (1/B) sum_b [sum_{r, i real} KL(R^xy_T || R^xy_S)[b, r, i] / (R n_b)]``
@@ -119,12 +98,13 @@ class MiniLMv2(LossTerm):
     name = "minilmv2"
     needs = frozenset({QKV})
     default_layer_strategy = "last"
+    features = ("qkv",)
     PARAMS = {
         "relation_heads": Param(
             None, "relation heads R (default: the teacher's head count)", "int", minimum=1
         ),
         "relations": Param(("qq", "kk", "vv"), "relations to transfer", "list", relation_names()),
-        "layer_reduction": _LAYER_REDUCTION,
+        "layer_reduction": layer_reduction(),
     }
 
     @classmethod
@@ -136,9 +116,7 @@ class MiniLMv2(LossTerm):
     def extra_problems(
         cls, params: dict[str, Any], teacher_info, student_info, layer_map, key: str
     ) -> list[str]:
-        problems = []
-        if layer_map is not None and not layer_map.attention_pairs:
-            problems.append(f"{key}: {cls.name} needs a pair of transformer layers (>= 1) in its layer map")
+        problems = super().extra_problems(params, teacher_info, student_info, layer_map, key)
         r = cls.heads(params, teacher_info.num_heads)
         bad = [
             f"the {side}'s width {info.hidden_size}"
@@ -157,20 +135,13 @@ class MiniLMv2(LossTerm):
             )
         return problems
 
-    def compute(
-        self, student: ModelOutputs, teacher: ModelOutputs, batch: dict, progress: float
-    ) -> torch.Tensor:
+    def pair_loss(self, student: list, teacher: list, mask: torch.Tensor) -> torch.Tensor:
+        (qkv_s,), (qkv_t,) = student, teacher
         r = self.heads(self.params, self.teacher_info.num_heads)
-        losses = []
-        for s, t in self.layer_map.attention_keys:
-            qkv_s = [as_float(x, "student") for x in layer_feature(student, "qkv", s, "student", self.name)]
-            qkv_t = [as_float(x, "teacher") for x in layer_feature(teacher, "qkv", t, "teacher", self.name)]
-            mask = attention_mask_of(batch, student, qkv_s[0])
-            total = qkv_s[0].new_zeros(())
-            for rel in self.params["relations"]:
-                i, j = _QKV_INDEX[rel[0]], _QKV_INDEX[rel[1]]
-                log_t = relation_log_probs(qkv_t[i], qkv_t[j], r, mask)
-                log_s = relation_log_probs(qkv_s[i], qkv_s[j], r, mask)
-                total = total + kl_over_keys(log_t, log_s, mask)
-            losses.append(total)
-        return reduce_layers(losses, self.params["layer_reduction"])
+        total = qkv_s[0].new_zeros(())
+        for rel in self.params["relations"]:
+            i, j = _QKV_INDEX[rel[0]], _QKV_INDEX[rel[1]]
+            log_t = relation_log_probs(qkv_t[i], qkv_t[j], r, mask)
+            log_s = relation_log_probs(qkv_s[i], qkv_s[j], r, mask)
+            total = total + kl_over_keys(log_t, log_s, mask)
+        return total
