@@ -453,12 +453,20 @@ class AttentionPairTerm(LossTerm):
             ft = [self._feature(teacher, f, t, "teacher") for f in self.features]
             first = fs[0][0] if isinstance(fs[0], tuple) else fs[0]
             mask = attention_mask_of(batch, student, first[:, 0] if first.dim() == 4 else first)
+            fs = [self._zero_padding(x, mask) for x in fs]  # before any arithmetic: see zero_padding
+            ft = [self._zero_padding(x, mask) for x in ft]
             losses.append(self.pair_loss(fs, ft, mask))
         return reduce_layers(losses, self.params["layer_reduction"])
 
     def _feature(self, outputs: ModelOutputs, feature: str, layer: int, side: str) -> Any:
         value = layer_feature(outputs, feature, layer, side, self.name)
         return tuple(as_float(x, side) for x in value) if isinstance(value, tuple) else as_float(value, side)
+
+    @staticmethod
+    def _zero_padding(feature: Any, mask: torch.Tensor) -> Any:
+        if isinstance(feature, tuple):
+            return tuple(zero_padding(x, mask) for x in feature)
+        return zero_padding(feature, mask)
 
     def pair_loss(self, student: list[Any], teacher: list[Any], mask: torch.Tensor) -> torch.Tensor:
         """The loss of one pair from its ``features`` (a tensor, or a Q/K/V triple) of each side.
@@ -556,8 +564,9 @@ def kl_over_keys(
 ) -> torch.Tensor:
     """``KL(p_T || p_S)`` over real keys, averaged over heads and real query rows per example, then over rows.
 
-    ``KL = sum_j p_T[j] (log p_T[j] - log p_S[j])`` for each ``(b, head, query i)``; padded keys have
-    ``p_T = 0`` and are excluded explicitly so no ``0 * (-inf)`` can appear.
+    ``KL = sum_j p_T[j] (log p_T[j] - log p_S[j])`` for each ``(b, head, query i)``. Padded keys and padded
+    query rows are dropped with ``where()`` (not multiplied by the mask), so neither ``0 * (-inf)`` nor a
+    non-finite value at a padded position can turn the loss into NaN.
 
     Args:
         log_p_teacher: ``(B, H, L, L)`` teacher log-probabilities over the last axis (keys).
@@ -568,11 +577,30 @@ def kl_over_keys(
         ``(1/B) sum_b [sum_{h, i real} KL / (H * n_b)]`` with ``n_b`` the real tokens of example ``b``.
     """
     heads = log_p_teacher.shape[1]
-    key_real = mask[:, None, None, :].bool()
-    per_key = torch.where(key_real, log_p_teacher.exp() * (log_p_teacher - log_p_student), 0.0)
-    per_row = per_key.sum(-1) * mask[:, None, :]  # (B, H, L): padded query rows dropped
-    per_example = per_row.sum((1, 2)) / (heads * mask.sum(-1)).clamp_min(1.0)
+    real = pair_mask(mask)
+    log_t, log_s = zero_padding(log_p_teacher, mask), zero_padding(log_p_student, mask)
+    per_key = torch.where(real, log_t.exp() * (log_t - log_s), 0.0)
+    per_example = per_key.sum((1, 2, 3)) / (heads * mask.sum(-1)).clamp_min(1.0)
     return per_example.mean()
+
+
+def pair_mask(mask: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, L, L)`` bool: both the query ``i`` and the key ``j`` are real tokens."""
+    real = mask.bool()
+    return real[:, None, :, None] & real[:, None, None, :]
+
+
+def zero_padding(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x`` with every padded position set to 0 by ``where()``: ``(B, L, W)`` per-token features at padded
+    tokens, ``(B, H, L, L)`` maps at padded queries or keys.
+
+    Terms exclude padded positions from their sums, but multiplying by the mask turns an ``inf`` (or NaN)
+    there into NaN (``inf * 0``), in the loss and in the gradient of every operation it passes through;
+    selecting zeros before any arithmetic keeps both finite, and leaves every real position unchanged.
+    """
+    if x.dim() == 4:
+        return torch.where(pair_mask(mask), x, 0.0)
+    return torch.where(mask.bool()[:, :, None], x, 0.0)
 
 
 def masked_log_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ from textdistill.losses.base import (
     layer_reduction,
     reduce_layers,
     register_term,
+    zero_padding,
 )
 from textdistill.models.layer_map import LayerMap
 from textdistill.models.outputs import HIDDEN_STATES, ModelInfo, ModelOutputs
@@ -45,7 +46,7 @@ def token_mse(hs: torch.Tensor, ht: torch.Tensor, mask: torch.Tensor) -> torch.T
         ht: ``(B, L, d)`` teacher states.
         mask: ``(B, L)`` float mask of real tokens (``n_b = sum_i m[b, i]``).
     """
-    sq = (hs - ht).pow(2).sum(-1) * mask  # (B, L)
+    sq = (zero_padding(hs, mask) - zero_padding(ht, mask)).pow(2).sum(-1)  # (B, L), 0 at padding
     return (sq.sum(-1) / (mask.sum(-1).clamp_min(1.0) * ht.shape[-1])).mean()
 
 
@@ -94,10 +95,13 @@ class _HiddenTerm(LossTerm):
         losses = []
         mask = None
         for i, (s, t) in enumerate(self.pairs):
-            hs = self.projections(i, hidden_state(student, s, "student", self.name))
+            hs = hidden_state(student, s, "student", self.name)
             ht = hidden_state(teacher, t, "teacher", self.name)
             if mask is None:
                 mask = attention_mask_of(batch, student, hs)
+            # padding zeroed before the projection: a non-finite value there must reach neither the loss
+            # nor (through the projection's weight gradient) the parameters
+            hs, ht = self.projections(i, zero_padding(hs, mask)), zero_padding(ht, mask)
             losses.append(self.pair_loss(hs, ht, mask))
         return reduce_layers(losses, self.params.get("layer_reduction", "sum"))
 
@@ -172,8 +176,9 @@ class HiddenCosine(_HiddenTerm):
     }
 
     def pair_loss(self, hs: torch.Tensor, ht: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        cos = F.cosine_similarity(hs, ht, dim=-1)  # (B, L)
-        return (((1.0 - cos) * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)).mean()
+        cos = F.cosine_similarity(zero_padding(hs, mask), zero_padding(ht, mask), dim=-1)  # (B, L)
+        distance = torch.where(mask.bool(), 1.0 - cos, 0.0)
+        return (distance.sum(-1) / mask.sum(-1).clamp_min(1.0)).mean()
 
 
 @register_term
