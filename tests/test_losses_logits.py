@@ -122,6 +122,19 @@ def test_kd_soft_ce_is_kl_plus_teacher_entropy() -> None:
     torch.testing.assert_close(ce, kl + entropy)
 
 
+def test_kd_soft_ce_is_textbrewer_ce_and_c_times_tinybert_release() -> None:
+    """Eq. 10 / TextBrewer's ``kd_ce_loss`` sum over classes; TinyBERT's ``soft_cross_entropy`` averages them."""
+    zs, zt = logits_pair()
+    tau, c = 2.0, zs.shape[-1]
+    value = run("kd_soft_ce", zs, zt, {"temperature": tau})
+    p_t, log_p_s = torch.softmax(zt.detach() / tau, -1), torch.log_softmax(zs.detach() / tau, -1)
+    textbrewer = -(p_t * log_p_s).sum(dim=-1).mean()
+    tinybert_release = (-p_t * log_p_s).mean()
+    torch.testing.assert_close(value, textbrewer)
+    torch.testing.assert_close(value, c * tinybert_release)
+    assert c > 1  # the factor is visible
+
+
 # ------------------------------------------------------------------------------------ kd_mse
 def test_kd_mse_matches_reference_and_golden() -> None:
     zs, zt = logits_pair()

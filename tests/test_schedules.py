@@ -7,7 +7,7 @@ import math
 import pytest
 
 from textdistill.errors import ConfigError
-from textdistill.training.schedules import Schedule, parse_schedule, schedule_problems
+from textdistill.training.schedules import Schedule, parse_schedule, schedule_problems, training_progress
 
 
 def test_number_is_constant() -> None:
@@ -45,6 +45,13 @@ def test_progress_is_clamped() -> None:
     s = parse_schedule({"schedule": "linear", "start": 1.0, "end": 0.0})
     assert s.value_at(-0.5) == 1.0
     assert s.value_at(1.7) == 0.0
+
+
+def test_training_progress_spans_first_to_last_step() -> None:
+    assert [training_progress(step, 5) for step in range(5)] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert training_progress(0, 1) == 0.0  # a one-step run: no division by zero
+    last = parse_schedule({"schedule": "linear", "start": 5.0, "end": 2.0})
+    assert last.value_at(training_progress(9, 10)) == 2.0  # the last step trains with ``end``
 
 
 def test_constant_mapping_and_roundtrip() -> None:

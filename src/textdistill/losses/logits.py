@@ -57,13 +57,19 @@ class KDKL(LossTerm):
 
 @register_term
 class KDSoftCE(LossTerm):
-    """Soft cross-entropy of TinyBERT's prediction layer (Jiao et al. 2020, Eq. 10) and TextBrewer's ``ce``.
+    """Soft cross-entropy: TinyBERT's prediction-layer loss as the paper writes it (Jiao et al. 2020, Eq. 10).
 
-    ``loss = (1/B) * sum_b sum_c -p_T^tau[b, c] * log p_S^tau[b, c]``.
+    ``loss = (1/B) * sum_b sum_c -p_T^tau[b, c] * log p_S^tau[b, c]``: summed over the ``C`` classes,
+    averaged over the examples. This is TextBrewer's ``ce`` (``kd_ce_loss``). TinyBERT's *released code*
+    (``soft_cross_entropy``) averages over the classes too (``.mean()`` over ``B * C`` elements), so its value
+    and gradients are this term's divided by ``C`` (half of it on a binary task): the same minimiser, and
+    with one term under Adam nearly the same updates (Adam divides out a constant scale), but ``C`` times
+    the weight against other terms and against ``train.max_grad_norm`` clipping. To match the release
+    exactly, give the term ``weight: 1/C``.
 
     It equals ``KL(p_T || p_S)`` plus the teacher's entropy, which does not depend on the student: the same
     gradients as ``kd_kl`` without ``tau^2``, but it is not zero when the student matches the teacher.
-    TinyBERT's release applies no ``tau^2`` (and uses ``tau = 1``), hence ``scale_t2`` defaults to false.
+    TinyBERT applies no ``tau^2`` (and uses ``tau = 1``), hence ``scale_t2`` defaults to false.
     Shapes: logits ``(B, C)`` with ``C >= 2``.
     """
 

@@ -1,8 +1,9 @@
 """The training objective: a weighted sum of registered loss terms.
 
 ``total = sum_i w_i(progress) * term_i(student_out, teacher_out, batch, progress)``, with each weight a
-number or a schedule. The objective owns the terms' learned projections, so passing
-``objective.parameters()`` to the optimizer (next to the student's) trains them; they are never part of the
+number or a schedule and ``progress`` the fraction of training done, as the Distiller computes it
+(:func:`~textdistill.training.schedules.training_progress`: 0 at the first step, 1 at the last). The
+objective owns the terms' learned projections, so passing ``objective.parameters()`` to the optimizer (next to the student's) trains them; they are never part of the
 saved student.
 
 Example:
@@ -10,7 +11,8 @@ Example:
     >>> objective = Objective([LossTermConfig("kd_kl", params={"temperature": 2.0}),
     ...                        LossTermConfig("hidden_mse", weight=decay)], teacher_info, student_info)
     >>> student_out = student(batch, request=objective.student_request())
-    >>> total, parts = objective(student_out, teacher_out, batch, progress=step / total_steps)
+    >>> progress = training_progress(step, total_steps)  # step / max(1, total_steps - 1)
+    >>> total, parts = objective(student_out, teacher_out, batch, progress=progress)
 """
 
 from __future__ import annotations

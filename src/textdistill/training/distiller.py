@@ -41,6 +41,7 @@ from textdistill.errors import TextDistillError
 from textdistill.models.outputs import FeatureRequest, ModelOutputs
 from textdistill.training.optim import build_optimizer, build_scheduler
 from textdistill.training.precision import autocast, resolve_precision
+from textdistill.training.schedules import training_progress
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -324,7 +325,7 @@ class Distiller:
         losses are those of the whole global batch.
         """
         st = self.state
-        progress = st.step / max(1, st.total_steps - 1)
+        progress = training_progress(st.step, st.total_steps)
         n = batch["input_ids"].shape[0]
         world = self.accelerator.num_processes
         local = shard_batch(batch, self.accelerator.process_index, world)

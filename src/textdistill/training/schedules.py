@@ -7,7 +7,7 @@ A config value is either a plain number (constant) or a mapping::
     weight: {schedule: constant, start: 0.5}          # same as weight: 0.5
 
 Progress is the fraction of training done, ``0.0`` at the first optimizer step and ``1.0`` at the last
-(the distiller computes ``step / max(total_steps - 1, 1)``); values outside ``[0, 1]`` are clamped so a
+(:func:`training_progress`, which the distiller uses); values outside ``[0, 1]`` are clamped so a
 resumed or extended run never extrapolates past ``end``.
 """
 
@@ -21,6 +21,15 @@ from textdistill.errors import ConfigError
 
 SCHEDULE_KINDS = ("constant", "linear", "cosine")
 _KEYS = ("schedule", "start", "end")
+
+
+def training_progress(step: int, total_steps: int) -> float:
+    """Progress of optimizer step ``step`` (0-based) of ``total_steps``: ``step / max(1, total_steps - 1)``.
+
+    0 at the first step and exactly 1 at the last, so a schedule's ``end`` value is the one the last step
+    trains with (``step / total_steps`` would never reach it).
+    """
+    return step / max(1, total_steps - 1)
 
 
 @dataclass(frozen=True)
