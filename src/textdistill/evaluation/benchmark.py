@@ -90,11 +90,8 @@ def run_benchmark(
             teacher's token ids (the BiLSTM student does).
         data_path: the dev file (TSV/CSV/JSONL) with labels.
         out_dir: report directory (ONNX exports go to ``out_dir/onnx/<model>``).
-        text_column: column of the text.
-        text_pair_column: column of the second text of a pair, if any.
-        label_column: column of the label.
-        format: ``auto`` (by extension), ``tsv``, ``csv`` or ``jsonl``.
-        encoding: file encoding.
+        text_column, text_pair_column, label_column, format, encoding: how to read the file (the text,
+            the optional second text of a pair and the label columns; ``auto``/``tsv``/``csv``/``jsonl``).
         regression: real-valued labels (metric: Pearson).
         labels: class order (default: the teacher's label map).
         max_length: tokens per example after truncation.
@@ -122,63 +119,31 @@ def run_benchmark(
         ConfigError: bad benchmark settings.
         DataError / ModelError: unreadable data or models (messages name the file and the fix).
     """
-    _check_settings(batch_size, speed_examples, repeats, max_examples, threads)
+    _check_settings(batch_size, speed_examples, repeats, max_examples, threads, gpu)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n_threads = int(threads if threads is not None else torch.get_num_threads())
     use_gpu = torch.cuda.is_available() if gpu is None else bool(gpu)
-    if use_gpu and not torch.cuda.is_available():
-        raise ConfigError("gpu=True but CUDA is not available on this machine. Fix: gpu=None or False.")
-    settings = _Settings(
-        threads=n_threads,
-        bf16=cpu_supports_fast_bf16() if bf16 is None else bool(bf16),
-        gpu=use_gpu,
-        onnx=onnx,
+    use_bf16 = cpu_supports_fast_bf16() if bf16 is None else bool(bf16)
+    speed_kw = {"warmup": warmup, "repeats": repeats, "latency_examples": latency_examples}
+    settings = _Settings(n_threads, use_bf16, use_gpu, onnx, regression, 0, speed_kw, out / "onnx")
+    read_kw = dict(
+        text_column=text_column,
+        text_pair_column=text_pair_column,
+        label_column=label_column,
+        format=format,
+        encoding=encoding,
         regression=regression,
-        flops_len=0,  # set from the data below
-        speed_kw={"warmup": warmup, "repeats": repeats, "latency_examples": latency_examples},
-        onnx_dir=out / "onnx",
+        labels=labels,
+        max_examples=max_examples,
+        seed=seed,
     )
-    read_kw = {
-        "text_column": text_column,
-        "text_pair_column": text_pair_column,
-        "label_column": label_column,
-        "format": format,
-        "encoding": encoding,
-        "regression": regression,
-        "labels": labels,
-        "max_examples": max_examples,
-        "seed": seed,
-    }
-    encode_kw = {
-        "max_length": max_length,
-        "batch_size": batch_size,
-        "speed_examples": speed_examples,
-        "seed": seed,
-    }
+    encode_kw = dict(max_length=max_length, batch_size=batch_size, speed_examples=speed_examples, seed=seed)
     bench = _load(teacher_dir, student_dirs, data_path, read_kw, encode_kw)
-    lengths = bench.data[0].lengths
-    settings.flops_len = max(1, round(sum(lengths) / len(lengths)))
-    results: dict[str, Any] = {
-        "environment": environment(n_threads),
-        "task": {
-            "data": str(data_path),
-            "examples": bench.num_examples,
-            "regression": regression,
-            "metric": "pearson" if regression else "accuracy",
-            "labels": None if bench.label_map is None else list(bench.label_map.names),
-            "max_length": max_length,
-            "seq_len_mean": sum(lengths) / len(lengths),
-            "seq_len_max": max(lengths),
-            "flops_seq_len": settings.flops_len,
-            "speed_examples": min(speed_examples, bench.num_examples),
-            "batch_size": batch_size,
-        },
-        "models": [],
-        "entries": [],
-        "cka": {},
-        "exports": {},
-    }
+    settings.flops_len = max(1, round(sum(bench.data[0].lengths) / bench.num_examples))
+    task = _task_record(data_path, bench, settings, max_length, speed_examples, batch_size)
+    results = {"environment": environment(n_threads), "task": task, "models": [], "entries": [], "cka": {}}
+    results["exports"] = {}
     # evaluation, export checks and CKA use the same thread count as the timings
     with torch_threads(n_threads):
         _measure_models(bench, settings, results)
@@ -189,10 +154,43 @@ def run_benchmark(
     return results
 
 
+def _task_record(
+    data_path: str | os.PathLike[str],
+    bench: _Bench,
+    settings: _Settings,
+    max_length: int,
+    speed_examples: int,
+    batch_size: int,
+) -> dict[str, Any]:
+    """The ``task`` section of the results: the data, its metric and sequence lengths, the batch sizes."""
+    lengths = bench.data[0].lengths
+    regression = settings.regression
+    return {
+        "data": str(data_path),
+        "examples": bench.num_examples,
+        "regression": regression,
+        "metric": "pearson" if regression else "accuracy",
+        "labels": None if bench.label_map is None else list(bench.label_map.names),
+        "max_length": max_length,
+        "seq_len_mean": sum(lengths) / len(lengths),
+        "seq_len_max": max(lengths),
+        "flops_seq_len": settings.flops_len,
+        "speed_examples": min(speed_examples, bench.num_examples),
+        "batch_size": batch_size,
+    }
+
+
 def _check_settings(
-    batch_size: int, speed_examples: int, repeats: int, max_examples: int | None, threads: int | None
+    batch_size: int,
+    speed_examples: int,
+    repeats: int,
+    max_examples: int | None,
+    threads: int | None,
+    gpu: bool | None,
 ) -> None:
     """Every bad benchmark setting at once (ConfigError)."""
+    if gpu and not torch.cuda.is_available():
+        raise ConfigError("gpu=True but CUDA is not available on this machine. Fix: gpu=None or False.")
     problems = []
     for key, value in (("batch_size", batch_size), ("speed_examples", speed_examples), ("repeats", repeats)):
         if value < 1:
