@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from textdistill.errors import ModelError
+from textdistill.evaluation.metrics import agreement
 
 log = logging.getLogger(__name__)
 
@@ -287,14 +288,41 @@ def export_onnx(
             exporter fails.
         ImportError: onnx / onnxruntime are not installed (with the install hint).
     """
-    onnx = _require("onnx")
+    _require("onnx")
     _require("onnxruntime")
-    from textdistill.evaluation.environment import environment
-    from textdistill.evaluation.metrics import agreement, collect_logits, compute_metrics, torch_predictor
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / ONNX_FILE
+    _trace(model, sample_batch, onnx_path, opset)
+    session = create_session(onnx_path, threads=threads)
+    dev_batches = list(dev_batches or [])
+    parity = [dict(sample_batch), _trimmed_single(sample_batch), *(check_batches or []), *dev_batches]
+    reference, fp32, max_diff, shapes = _parity(model, session, parity, onnx_path, tolerance)
+    result = ExportResult(
+        out_dir=out,
+        onnx_path=onnx_path,
+        int8_path=None,
+        input_names=[i.name for i in session.get_inputs()],
+        opset=opset,
+        tolerance=tolerance,
+        max_abs_diff=max_diff,
+        checked_shapes=shapes,
+        sizes={"onnx_fp32": onnx_path.stat().st_size},
+    )
+    result.agreement["onnx_fp32"] = agreement(np.concatenate(fp32), np.concatenate(reference))
+    outputs = {"pytorch": reference, "onnx_fp32": fp32}
+    if quantize_int8:
+        outputs["onnx_int8"] = _quantize(result, parity, reference, threads)
+    if dev_batches:
+        _dev_scores(result, outputs, len(parity) - len(dev_batches), dev_batches, regression)
+    _write_files(model, tokenizer, result, id2label)
+    log.info("exported %s to %s (max |delta logit| %.2e)", type(model).__name__, onnx_path, max_diff)
+    return result
+
+
+def _trace(model: nn.Module, sample_batch: Mapping[str, Any], onnx_path: Path, opset: int) -> None:
+    """Step 1: trace ``model`` into ``onnx_path`` with dynamic batch and sequence axes, then check it."""
+    onnx = _require("onnx")
     names = onnx_input_names(model)
     p = next(model.parameters(), None)
     device = p.device if p is not None else torch.device("cpu")
@@ -302,7 +330,6 @@ def export_onnx(
     args = tuple(_model_inputs(sample_batch, names, device))
     dynamic = {n: {0: "batch", 1: "sequence"} for n in names}
     dynamic[OUTPUT_NAME] = {0: "batch"}
-
     was_training = model.training
     # The exporter restores the *wrapper's* mode on exit, recursively; a fresh wrapper is in train mode,
     # so without graph.eval() it would leave the model with dropout switched on.
@@ -332,12 +359,19 @@ def export_onnx(
         model.train(was_training)
     onnx.checker.check_model(str(onnx_path))
 
-    session = create_session(onnx_path, threads=threads)
-    graph_inputs = [i.name for i in session.get_inputs()]
+
+def _parity(
+    model: nn.Module, session: Any, parity: list[Mapping[str, Any]], onnx_path: Path, tolerance: float
+) -> tuple[list[np.ndarray], list[np.ndarray], float, list[tuple[int, ...]]]:
+    """Step 2: PyTorch and onnxruntime logits of the parity batches; ExportError beyond ``tolerance``.
+
+    Returns:
+        ``(pytorch logits, onnx logits, max |difference|, input shapes)``, per batch.
+    """
+    from textdistill.evaluation.metrics import torch_predictor
+
     ort_predict = onnx_predictor(session)
     torch_predict = torch_predictor(model)
-    dev_batches = list(dev_batches or [])
-    parity = [dict(sample_batch), _trimmed_single(sample_batch), *(check_batches or []), *dev_batches]
     was_training = model.training
     model.eval()
     try:
@@ -354,52 +388,60 @@ def export_onnx(
             f"data-dependent branch; the graph is left at {str(onnx_path)!r} for inspection. Fix: export "
             "in float32, or raise the tolerance if the difference is numerical noise."
         )
+    return reference, fp32, max_diff, shapes
 
-    result = ExportResult(
-        out_dir=out,
-        onnx_path=onnx_path,
-        int8_path=None,
-        input_names=graph_inputs,
-        opset=opset,
-        tolerance=tolerance,
-        max_abs_diff=max_diff,
-        checked_shapes=shapes,
-        sizes={"onnx_fp32": onnx_path.stat().st_size},
+
+def _quantize(
+    result: ExportResult, parity: list[Mapping[str, Any]], reference: list[np.ndarray], threads: int | None
+) -> list[np.ndarray]:
+    """Step 3: dynamic int8 quantization; its size, max logit difference and agreement go into ``result``.
+
+    Returns:
+        The int8 graph's logits of the parity batches.
+    """
+    quantization = _require("onnxruntime.quantization")
+    int8_path = result.out_dir / INT8_FILE
+    quantization.quantize_dynamic(
+        str(result.onnx_path), str(int8_path), weight_type=quantization.QuantType.QInt8
     )
-    result.agreement["onnx_fp32"] = agreement(np.concatenate(fp32), np.concatenate(reference))
+    result.int8_path = int8_path
+    result.sizes["onnx_int8"] = int8_path.stat().st_size
+    int8_predict = onnx_predictor(create_session(int8_path, threads=threads))
+    int8 = [int8_predict(b) for b in parity]
+    result.int8_max_abs_diff = max(float(np.max(np.abs(o - r))) for o, r in zip(int8, reference))
+    result.agreement["onnx_int8"] = agreement(np.concatenate(int8), np.concatenate(reference))
+    return int8
 
-    outputs = {"pytorch": reference, "onnx_fp32": fp32}
-    if quantize_int8:
-        quantization = _require("onnxruntime.quantization")
-        int8_path = out / INT8_FILE
-        quantization.quantize_dynamic(
-            str(onnx_path), str(int8_path), weight_type=quantization.QuantType.QInt8
-        )
-        result.int8_path = int8_path
-        result.sizes["onnx_int8"] = int8_path.stat().st_size
-        int8_predict = onnx_predictor(create_session(int8_path, threads=threads))
-        outputs["onnx_int8"] = [int8_predict(b) for b in parity]
-        result.int8_max_abs_diff = max(
-            float(np.max(np.abs(o - r))) for o, r in zip(outputs["onnx_int8"], reference)
-        )
-        result.agreement["onnx_int8"] = agreement(
-            np.concatenate(outputs["onnx_int8"]), np.concatenate(reference)
-        )
 
-    if dev_batches:
-        # the dev batches ended the parity list: reuse their outputs instead of running them again
-        first_dev = len(parity) - len(dev_batches)
-        for name, outs in outputs.items():
-            replay = iter(outs[first_dev:])
-            logits, labels = collect_logits(lambda _batch, it=replay: next(it), dev_batches)
-            result.dev_logits[name] = logits
-            if labels is not None:
-                result.dev_metrics[name] = compute_metrics(logits, labels, regression=regression)
-        # agreement on the dev set replaces the parity-input agreement
-        for name in ("onnx_fp32", "onnx_int8"):
-            if name in result.dev_logits:
-                result.agreement[name] = agreement(result.dev_logits[name], result.dev_logits["pytorch"])
+def _dev_scores(
+    result: ExportResult,
+    outputs: dict[str, list[np.ndarray]],
+    first_dev: int,
+    dev_batches: list[Mapping[str, Any]],
+    regression: bool,
+) -> None:
+    """Dev logits and metrics of every variant, from the parity outputs (the dev batches ended that list)."""
+    from textdistill.evaluation.metrics import collect_logits, compute_metrics
 
+    for name, outs in outputs.items():
+        replay = iter(outs[first_dev:])
+        logits, labels = collect_logits(lambda _batch, it=replay: next(it), dev_batches)
+        result.dev_logits[name] = logits
+        if labels is not None:
+            result.dev_metrics[name] = compute_metrics(logits, labels, regression=regression)
+    # agreement on the dev set replaces the parity-input agreement
+    for name in ("onnx_fp32", "onnx_int8"):
+        if name in result.dev_logits:
+            result.agreement[name] = agreement(result.dev_logits[name], result.dev_logits["pytorch"])
+
+
+def _write_files(
+    model: nn.Module, tokenizer: Any | None, result: ExportResult, id2label: Mapping[int, str] | None
+) -> None:
+    """Step 4: the tokenizer, ``labels.json`` and ``export.json`` next to the graphs."""
+    from textdistill.evaluation.environment import environment
+
+    out = result.out_dir
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out))
     labels = _label_map(model, id2label)
@@ -415,8 +457,6 @@ def export_onnx(
     meta["dynamic_axes"] = {"inputs": {"0": "batch", "1": "sequence"}, OUTPUT_NAME: {"0": "batch"}}
     meta["environment"] = environment()
     (out / "export.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    log.info("exported %s to %s (max |delta logit| %.2e)", type(model).__name__, onnx_path, max_diff)
-    return result
 
 
 def export_dir(
