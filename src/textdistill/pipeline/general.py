@@ -30,6 +30,7 @@ import itertools
 import math
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -239,6 +240,47 @@ class _LastLogs(Callback):
         self.logs = dict(logs)
 
 
+def _corpus_stream(cfg: Config, tokenizer: Any) -> tuple[CorpusStream, int | None, int]:
+    """The corpus as a stream of token windows, its windows per epoch (None with ``max_steps``) and the
+    optimizer steps per epoch."""
+    stream = CorpusStream(
+        corpus_paths(cfg.data.train),
+        tokenizer,
+        cfg.data.max_length,
+        seed=cfg.train.seed,
+        encoding=cfg.data.encoding,
+    )
+    if cfg.train.max_steps is not None:
+        # Only epochs need the corpus size; with max_steps the stream simply restarts when it ends.
+        return stream, None, cfg.train.max_steps
+    windows = stream.count()
+    return stream, windows, math.ceil(windows / cfg.train.batch_size)
+
+
+def _start_run_dir(
+    cfg: Config, started: float, paths: list[Path], windows: int | None, *, quiet: bool
+) -> tuple[Path, dict[str, Any]]:
+    """Create the run directory (validation refused one that is not ours to replace); run.json, config.yaml."""
+    from textdistill.config.loader import dump_yaml
+    from textdistill.data.corpus import corpus_files
+    from textdistill.training.callbacks import write_json_atomic
+    from textdistill.training.run_dir import environment, prepare_run_dir
+
+    run_dir = prepare_run_dir(cfg)
+    run_json: dict[str, Any] = {
+        "status": "running",
+        "mode": "general",
+        "started": started,
+        "environment": environment(),
+        "data": {"corpus_files": [str(f) for f in corpus_files(paths)], "windows_per_epoch": windows},
+    }
+    write_json_atomic(run_dir / "run.json", run_json)
+    (run_dir / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
+    if not quiet:
+        print(f"textdistill general: run directory {run_dir}")
+    return run_dir, run_json
+
+
 def run_general(cfg: Config, *, quiet: bool = False) -> RunResult:
     """Run general distillation as configured and write a run directory (``run.json``, ``config.yaml``,
     ``metrics.jsonl``, ``model/``: the student's encoder without a task head, with the teacher's tokenizer).
@@ -255,9 +297,7 @@ def run_general(cfg: Config, *, quiet: bool = False) -> RunResult:
     """
     from accelerate import Accelerator
 
-    from textdistill.config.loader import dump_yaml
     from textdistill.data.collate import Collator
-    from textdistill.data.corpus import corpus_files
     from textdistill.losses.objective import Objective
     from textdistill.models.io import count_parameters, save_model
     from textdistill.models.students import build_student
@@ -265,23 +305,14 @@ def run_general(cfg: Config, *, quiet: bool = False) -> RunResult:
     from textdistill.training.callbacks import MetricsLogger, ProgressBar, write_json_atomic
     from textdistill.training.distiller import Distiller, LiveTeacher
     from textdistill.training.precision import resolve_precision
-    from textdistill.training.runner import RunResult, environment, prepare_run_dir, set_seed
+    from textdistill.training.runner import RunResult, set_seed
 
     started = time.time()
     teacher_info, _ = validate_general(cfg)
     set_seed(cfg.train.seed)
-    paths = corpus_paths(cfg.data.train)
     tokenizer = load_tokenizer(cfg.teacher.path, trust_remote_code=cfg.teacher.trust_remote_code)
     collator = Collator.for_tokenizer(tokenizer)
-    stream = CorpusStream(
-        paths, tokenizer, cfg.data.max_length, seed=cfg.train.seed, encoding=cfg.data.encoding
-    )
-    if cfg.train.max_steps is not None:
-        # Only epochs need the corpus size; with max_steps the stream simply restarts when it ends.
-        windows, steps_per_epoch = None, cfg.train.max_steps
-    else:
-        windows = stream.count()
-        steps_per_epoch = math.ceil(windows / cfg.train.batch_size)
+    stream, windows, steps_per_epoch = _corpus_stream(cfg, tokenizer)
 
     teacher = load_teacher(
         cfg.teacher.path, trust_remote_code=cfg.teacher.trust_remote_code, require_classifier=False
@@ -289,19 +320,8 @@ def run_general(cfg: Config, *, quiet: bool = False) -> RunResult:
     student = build_student(cfg.student, teacher, teacher.info.num_labels, teacher.id2label)
     objective = Objective(cfg.objective, teacher_info, student.info)
 
-    run_dir = prepare_run_dir(cfg)  # validation refused a directory that is not ours to replace
+    run_dir, run_json = _start_run_dir(cfg, started, stream.paths, windows, quiet=quiet)
     model_dir = run_dir / "model"
-    run_json: dict[str, Any] = {
-        "status": "running",
-        "mode": "general",
-        "started": started,
-        "environment": environment(),
-        "data": {"corpus_files": [str(f) for f in corpus_files(paths)], "windows_per_epoch": windows},
-    }
-    write_json_atomic(run_dir / "run.json", run_json)
-    (run_dir / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
-    if not quiet:
-        print(f"textdistill general: run directory {run_dir}")
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     device = accelerator.device
