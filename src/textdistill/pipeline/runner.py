@@ -270,27 +270,8 @@ def run_pipeline(
         print(f"warning: {w}", file=sys.stderr)
     if not quiet:
         print(format_plan(recipe.name, out, steps))
-    results: list[StageResult] = []
     if dry_run:
-        status = {
-            "run": "pending",
-            "resume": "pending",
-            "skip": "skipped",
-            "reuse": "reused",
-            "disabled": "disabled",
-        }
-        for s in steps:
-            results.append(
-                StageResult(
-                    s.stage.name,
-                    status[s.action],
-                    s.reason,
-                    s.fingerprint,
-                    s.stage.run_dir,
-                    s.stage.model_dir,
-                )
-            )
-        return PipelineResult(out, results, warnings)
+        return PipelineResult(out, [_planned(s) for s in steps], warnings)
 
     out.mkdir(parents=True, exist_ok=True)
     state.update(
@@ -302,6 +283,7 @@ def run_pipeline(
     )
     records = state.setdefault("stages", {})
     _write_state(out, state)
+    results: list[StageResult] = []
     for step in steps:
         stage = step.stage
         if step.action not in ("run", "resume"):
@@ -326,6 +308,23 @@ def run_pipeline(
             )
         )
     return PipelineResult(out, results, warnings)
+
+
+_DRY_RUN_STATUS = {
+    "run": "pending",
+    "resume": "pending",
+    "skip": "skipped",
+    "reuse": "reused",
+    "disabled": "disabled",
+}
+
+
+def _planned(step: _Step) -> StageResult:
+    """What a dry run reports for a planned step (nothing runs)."""
+    status = _DRY_RUN_STATUS[step.action]
+    return StageResult(
+        step.stage.name, status, step.reason, step.fingerprint, step.stage.run_dir, step.stage.model_dir
+    )
 
 
 def _run_stage(
