@@ -82,31 +82,7 @@ def load_task_data(
         ConfigError: inconsistent data settings (no train set, dev and dev_fraction both set...).
         DataError: anything the readers or the label checks reject.
     """
-    problems = []
-    if not cfg.train:
-        problems.append(
-            "data.train is not set. Fix: set it to the training file (or, with data.format=hf, a name)."
-        )
-    if cfg.dev and cfg.dev_fraction is not None:
-        problems.append(
-            f"data.dev ({cfg.dev}) and data.dev_fraction ({cfg.dev_fraction}) are both set. Fix: set only one."
-        )
-    if cfg.dev_fraction is not None and not 0.0 < cfg.dev_fraction < 1.0:
-        problems.append(f"data.dev_fraction must be between 0 and 1 (exclusive), got {cfg.dev_fraction}.")
-    for key in ("max_train_examples", "max_eval_examples"):
-        value = getattr(cfg, key)
-        if value is not None and value < 1:
-            problems.append(f"data.{key} must be at least 1 (or unset), got {value}.")
-    if cfg.regression and cfg.labels is not None:
-        problems.append("data.labels is set but data.regression is true. Fix: unset one of them.")
-    if problems:
-        raise ConfigError(problems)
-    if cfg.regression and teacher_id2label is not None and len(teacher_id2label) != 1:
-        raise DataError(
-            f"data.regression is true but the teacher has {len(teacher_id2label)} outputs "
-            f"(id2label {dict(teacher_id2label)}); a regression teacher has exactly 1. Fix: use a regression "
-            f"teacher, or set data.regression=false."
-        )
+    _check_data_config(cfg, teacher_id2label)
 
     def read_file(path: str, require_labels: bool) -> ReadResult:
         return read_examples(
@@ -170,6 +146,48 @@ def load_task_data(
     dev = _subset(dev, cfg.max_eval_examples, f"{seed}:dev")
     test = _subset(test, cfg.max_eval_examples, f"{seed}:test")
 
+    stats = _split_stats(cfg, label_map, (train_r, dev_r, test_r), (train, dev, test))
+    return TaskData(train, dev, test, label_map, cfg.regression, stats)
+
+
+def _check_data_config(cfg: DataConfig, teacher_id2label: Mapping[int, str] | None) -> None:
+    """Every inconsistent data setting at once (ConfigError); a regression task with a classifier teacher."""
+    problems = []
+    if not cfg.train:
+        problems.append(
+            "data.train is not set. Fix: set it to the training file (or, with data.format=hf, a name)."
+        )
+    if cfg.dev and cfg.dev_fraction is not None:
+        problems.append(
+            f"data.dev ({cfg.dev}) and data.dev_fraction ({cfg.dev_fraction}) are both set. Fix: set only one."
+        )
+    if cfg.dev_fraction is not None and not 0.0 < cfg.dev_fraction < 1.0:
+        problems.append(f"data.dev_fraction must be between 0 and 1 (exclusive), got {cfg.dev_fraction}.")
+    for key in ("max_train_examples", "max_eval_examples"):
+        value = getattr(cfg, key)
+        if value is not None and value < 1:
+            problems.append(f"data.{key} must be at least 1 (or unset), got {value}.")
+    if cfg.regression and cfg.labels is not None:
+        problems.append("data.labels is set but data.regression is true. Fix: unset one of them.")
+    if problems:
+        raise ConfigError(problems)
+    if cfg.regression and teacher_id2label is not None and len(teacher_id2label) != 1:
+        raise DataError(
+            f"data.regression is true but the teacher has {len(teacher_id2label)} outputs "
+            f"(id2label {dict(teacher_id2label)}); a regression teacher has exactly 1. Fix: use a regression "
+            f"teacher, or set data.regression=false."
+        )
+
+
+def _split_stats(
+    cfg: DataConfig,
+    label_map: LabelMap | None,
+    results: tuple[ReadResult, ReadResult | None, ReadResult | None],
+    splits: tuple[list, list, list],
+) -> dict[str, Any]:
+    """run.json's data facts per split (source, examples, skipped rows, label counts); warns of skipped rows."""
+    train_r, dev_r, test_r = results
+    train, dev, test = splits
     stats: dict[str, Any] = {
         "label_map_source": None if label_map is None else label_map.source,
         "dev_fraction": cfg.dev_fraction,
@@ -196,7 +214,7 @@ def load_task_data(
                 ", ".join(f"{k}={v}" for k, v in sorted(result.skipped_reasons.items())),
                 result.skip_messages[0] if result.skip_messages else "",
             )
-    return TaskData(train, dev, test, label_map, cfg.regression, stats)
+    return stats
 
 
 def _carve(
