@@ -114,3 +114,18 @@ def test_no_source_file_over_800_lines() -> None:
         if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_FILE_LINES
     }
     assert long == {}, f"split these files by concern (at most {MAX_FILE_LINES} lines each): {long}"
+
+
+MAX_FUNCTION_LINES = 100
+
+
+def test_no_function_over_100_lines() -> None:
+    """One step per function: a function (signature and docstring included) fits on a screen or two."""
+    long = {}
+    for name, path in module_files().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    long[f"{name}.{node.name}"] = n
+    assert long == {}, f"split these into named steps (at most {MAX_FUNCTION_LINES} lines each): {long}"

@@ -133,21 +133,7 @@ def augment_to_file(
     )
     components["columns"] = columns
     fingerprint = _sha256_json(components)
-    if out_path is None:
-        if not cfg.cache_dir:
-            raise ConfigError(
-                "augment: no output path and augment.cache_dir is not set. Fix: pass an output file (--out "
-                "train_aug.tsv) or set augment.cache_dir."
-            )
-        out = Path(cfg.cache_dir) / f"augment-{fingerprint[:16]}.jsonl"
-    else:
-        out = Path(out_path)
-    fmt = _OUT_FORMATS.get(out.suffix.lower())
-    if fmt is None:
-        raise ConfigError(
-            f"augment output {str(out)!r} has extension {out.suffix or '(none)'!r}; valid: .tsv, .jsonl. "
-            f"Fix: name the output e.g. train_aug.tsv or train_aug.jsonl."
-        )
+    out, fmt = _output_path(out_path, cfg, fingerprint)
     meta_path = sidecar_path(out)
     cached = None if force else _cached(out, meta_path, fingerprint)
     if cached is not None:
@@ -177,6 +163,28 @@ def augment_to_file(
     _atomic_write(meta_path, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     logger.info("augment: wrote %s (%d originals, %d new)", out, n_orig, len(rows) - n_orig)
     return AugmentResult(out, meta_path, fingerprint, False, n_orig, len(rows) - n_orig, _since(started))
+
+
+def _output_path(
+    out_path: str | os.PathLike[str] | None, cfg: AugmentConfig, fingerprint: str
+) -> tuple[Path, str]:
+    """The output file (given, or named by the fingerprint under ``augment.cache_dir``) and its format."""
+    if out_path is None:
+        if not cfg.cache_dir:
+            raise ConfigError(
+                "augment: no output path and augment.cache_dir is not set. Fix: pass an output file (--out "
+                "train_aug.tsv) or set augment.cache_dir."
+            )
+        out = Path(cfg.cache_dir) / f"augment-{fingerprint[:16]}.jsonl"
+    else:
+        out = Path(out_path)
+    fmt = _OUT_FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        raise ConfigError(
+            f"augment output {str(out)!r} has extension {out.suffix or '(none)'!r}; valid: .tsv, .jsonl. "
+            f"Fix: name the output e.g. train_aug.tsv or train_aug.jsonl."
+        )
+    return out, fmt
 
 
 def fingerprint_components(
