@@ -39,7 +39,7 @@ from textdistill.errors import ConfigError, DataError, ModelError
 from textdistill.training.callbacks import BestModelSaver, MetricsLogger, ProgressBar, write_json_atomic
 from textdistill.training.checkpoint import Checkpoint, CheckpointSaver, restore_checkpoint
 from textdistill.training.distiller import Callback, Distiller, TeacherSource, TrainState
-from textdistill.training.launch import free_port, launch_command, launch_processes
+from textdistill.training.launch import free_port, launch_command, launch_processes  # noqa: F401
 from textdistill.training.precision import autocast_dtype, resolve_precision
 from textdistill.training.run_dir import (
     environment,
@@ -54,22 +54,6 @@ from textdistill.training.run_dir import (
 from textdistill.training.sharded_eval import evaluate_sharded
 from textdistill.training.signals import graceful_stop
 from textdistill.training.teacher_cache import teacher_dev_evaluation
-
-__all__ = [
-    "RunResult",
-    "augmented_train",
-    "check_same_vocab",
-    "default_metric",
-    "environment",
-    "evaluate_sharded",
-    "free_port",
-    "launch_command",
-    "launch_processes",
-    "prepare_run_dir",
-    "run_training",
-    "set_seed",
-    "write_run_report",
-]
 
 
 @dataclass

@@ -52,13 +52,7 @@ A directory whose fingerprint differs, or which is incomplete or corrupt (missin
 or wrongly sized array), is rebuilt. The cache is written to a temporary sibling directory and renamed into
 place when complete, so a crash mid-pass never leaves a directory that passes validation.
 
-Several processes (``torch.distributed`` initialised, e.g. under ``accelerate launch``): the build is
-collective and each process runs the teacher on its own share of the batches only. Process 0 creates the
-temporary directory with every array file at its final size; each process writes its contiguous run of rows
-(whole batches, cut where the padded-token work is balanced) into its byte range of those files; once every
-process reported success, process 0 writes ``meta.json``, validates and renames the directory into place, as
-a single process does. The batches are the single-process build's batches, so the arrays are the same.
-Every process must see the cache directory (one machine, or a shared file system across machines).
+Several processes (``torch.distributed`` initialised) build one cache together: see :mod:`.build`.
 
 Example:
     >>> cache = build_teacher_cache(teacher, [train_ds], collator, directory="cache/sst2",
