@@ -198,9 +198,8 @@ def _load_data(run: _Run) -> _Data:
 
     train_examples = task.train
     if cfg.augment.method != "none":
-        with (
-            run.accelerator.main_process_first()
-        ):  # the first writes the augmentation file, the others read it
+        # the main process writes the augmentation file first, the others then read it
+        with run.accelerator.main_process_first():
             train_examples = augmented_train(cfg, mode, task, tokenizer, quiet=run.quiet)
 
     def encode(examples: list) -> EncodedDataset:
