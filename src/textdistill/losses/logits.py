@@ -42,10 +42,7 @@ class KDKL(LossTerm):
     needs = frozenset({LOGITS})
     needs_classification = True
     compares_logits = True
-    PARAMS = {
-        "temperature": _TEMPERATURE,
-        "scale_t2": Param(True, "multiply by tau^2 (Hinton)", kind="bool"),
-    }
+    PARAMS = {"temperature": _TEMPERATURE, "scale_t2": Param(True, "multiply by tau^2 (Hinton)", kind="bool")}
 
     def compute(
         self, student: ModelOutputs, teacher: ModelOutputs, batch: dict, progress: float
@@ -126,7 +123,7 @@ class HardCE(LossTerm):
     needs = frozenset({LOGITS})
     needs_teacher = False
     PARAMS = {
-        "label_smoothing": Param(0.0, "label smoothing epsilon of the cross-entropy (0..1)", minimum=0.0),
+        "label_smoothing": Param(0.0, "label smoothing epsilon of the cross-entropy (0..1)", minimum=0.0)
     }
 
     @classmethod

@@ -117,11 +117,7 @@ __all__ = [
 
 
 def resolve_pipeline(
-    recipe: Recipe,
-    params: dict[str, Any] | None,
-    output_dir: str | Path,
-    *,
-    from_stage: str | None = None,
+    recipe: Recipe, params: dict[str, Any] | None, output_dir: str | Path, *, from_stage: str | None = None
 ) -> ResolvedPipeline:
     """Resolve ``recipe`` for ``params`` and validate every stage, before anything trains.
 

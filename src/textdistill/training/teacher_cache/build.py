@@ -57,13 +57,7 @@ def _forward(
         return teacher(**model_inputs(batch), features=request)
 
 
-def _batches(
-    ex: _Examples,
-    datasets: Sequence[Any],
-    collator: Any,
-    batch_size: int,
-    rows: tuple[int, int],
-):
+def _batches(ex: _Examples, datasets: Sequence[Any], collator: Any, batch_size: int, rows: tuple[int, int]):
     """Collated batches of ``batch_size`` examples in build order, of the rows ``[start, end)`` only (a
     ``start`` that is a multiple of ``batch_size`` gives exactly the batches of the whole pass)."""
     start, end = rows
