@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from textdistill.errors import TextDistillError
+from textdistill.errors import TextDistillError, clip_message
 
 EXIT_USER_ERROR = 2
 
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     except TextDistillError as e:
         if args.debug:
             raise
-        print(f"textdistill: error: {e}", file=sys.stderr)
+        print(f"textdistill: error: {clip_message(str(e))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt as e:
         print("textdistill: interrupted", file=sys.stderr)

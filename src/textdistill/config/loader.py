@@ -17,7 +17,7 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
-from textdistill.errors import ConfigError
+from textdistill.errors import ConfigError, clip, shorten
 
 T = TypeVar("T")
 
@@ -111,11 +111,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``a.b.c=value`` into (["a", "b", "c"], parsed value)."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r} has no '='; write key.sub=value, e.g. train.lr=3e-5")
+        raise ConfigError(f"override {shorten(text)} has no '='; write key.sub=value, e.g. train.lr=3e-5")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r} has an empty key; write key.sub=value, e.g. train.lr=3e-5")
+        raise ConfigError(
+            f"override {shorten(text)} has an empty key; write key.sub=value, e.g. train.lr=3e-5"
+        )
     try:
         value = _safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
@@ -132,7 +134,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         except ConfigError as e:
             problems.extend(e.problems)
             continue
-        _set_path(data, path, value, f"override {text!r}", problems)
+        _set_path(data, path, value, f"override {shorten(text)}", problems)
     if problems:
         raise ConfigError(problems)
     return data
@@ -252,7 +254,7 @@ def _convert(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
             if k not in fields:
                 close = difflib.get_close_matches(str(k), list(fields), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                problems.append(f"{sub_key}: unknown key{hint} (valid keys: {', '.join(fields)})")
+                problems.append(f"{clip(sub_key)}: unknown key{hint} (valid keys: {', '.join(fields)})")
                 continue
             kwargs[k] = _convert(hints[k], v, sub_key, problems)
         return tp(**kwargs)

@@ -6,19 +6,23 @@ terms and layer maps against the real layer counts — and reports every problem
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textdistill.config.schema import Config, LossTermConfig
-from textdistill.errors import ConfigError, TextDistillError
+from textdistill.errors import ConfigError, TextDistillError, shorten
 from textdistill.models.outputs import ModelInfo
 
 if TYPE_CHECKING:
     import torch
 
 MODES = ("distill", "finetune")
+RUN_LOCK_NAME = ".textdistill.lock"
+"""File name of the run directory lock (training/run_lock.py); named here so validation can ignore it."""
 
 
 @dataclass
@@ -33,9 +37,9 @@ def _file_problem(key: str, path: str | None, fmt: str) -> str | None:
     if path is None or fmt == "hf":
         return None
     if not Path(path).exists():
-        return f"{key}: file {path!r} does not exist; pass the path of a TSV/CSV/JSONL file"
+        return f"{key}: file {shorten(path)} does not exist; pass the path of a TSV/CSV/JSONL file"
     if Path(path).is_dir():
-        return f"{key}: {path!r} is a directory; pass the path of a TSV/CSV/JSONL file"
+        return f"{key}: {shorten(path)} is a directory; pass the path of a TSV/CSV/JSONL file"
     return None
 
 
@@ -63,7 +67,14 @@ def run_dir_problem(output_dir: str, overwrite: bool) -> str | None:
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         return f"output_dir: {output_dir!r} is a file; choose a directory path"
-    if out.is_dir() and any(out.iterdir()):
+    try:
+        # the run lock (training/run_lock.py) of a run starting in an empty directory does not count
+        entries = [e for e in out.iterdir() if e.name != RUN_LOCK_NAME] if out.is_dir() else []
+    except OSError as e:
+        return (
+            f"output_dir: {shorten(output_dir)} cannot be read ({e.strerror or e}); choose another directory"
+        )
+    if entries:
         if not (out / "run.json").exists():
             return (
                 f"output_dir: {output_dir!r} is not empty and is not a textdistill run directory; "
@@ -74,11 +85,76 @@ def run_dir_problem(output_dir: str, overwrite: bool) -> str | None:
     return None
 
 
+def non_finite_problems(value: object, key: str = "") -> list[str]:
+    """One problem per NaN or infinite number anywhere in a config (dataclasses, lists, mappings).
+
+    YAML reads ``.inf`` and ``.nan`` as floats; an infinite ``train.lr`` or ``max_grad_norm`` would apply an
+    infinite update at step 1 and poison every later checkpoint, so no setting may be non-finite.
+    """
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return []
+        return [f"{key}: must be a finite number, got {value}; set a finite value"]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
+    elif isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, list | tuple):
+        items = list(enumerate(value))
+    else:
+        return []
+    out: list[str] = []
+    for k, v in items:
+        out.extend(non_finite_problems(v, f"{key}.{k}" if key else str(k)))
+    return out
+
+
+def writable_problem(key: str, path: str | Path) -> str | None:
+    """A problem when ``path`` (or, if it does not exist yet, the nearest existing parent that would hold
+    it) cannot be written by this process: owned by another user, or on a read-only file system."""
+    import os
+
+    p = Path(path).expanduser().absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        return None  # a file in the way is reported by the check of that key
+    if os.access(p, os.W_OK | os.X_OK):
+        return None
+    what = "is on a read-only file system" if _read_only(p) else "is not writable by this user"
+    return (
+        f"{key}: {shorten(str(path))} cannot be written ({str(p)!r} {what}); choose a directory you can "
+        "write, or fix its owner or permissions"
+    )
+
+
+def _read_only(p: Path) -> bool:
+    import os
+
+    try:
+        return bool(os.statvfs(p).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def dir_problems(cfg: Config, mode: str) -> list[str]:
+    """Output and teacher-cache directories that cannot be written (checked before anything is written)."""
+    problems = []
+    p = writable_problem("output_dir", cfg.output_dir)
+    if p:
+        problems.append(p)
+    if mode == "distill" and cfg.teacher.cache is not False and cfg.teacher.cache_dir:
+        p = writable_problem("teacher.cache_dir", cfg.teacher.cache_dir)
+        if p:
+            problems.append(p)
+    return problems
+
+
 def train_value_problems(cfg: Config) -> list[str]:
     """Problems with the training values and ``data.max_length``; shared by every mode, general included."""
     from textdistill.training.precision import resolve_precision
 
-    problems: list[str] = []
+    problems: list[str] = non_finite_problems(cfg)
     t, d = cfg.train, cfg.data
     try:
         # Against the device the run will use: fp16 on a CPU must fail here, not after the run dir exists.
@@ -98,7 +174,7 @@ def train_value_problems(cfg: Config) -> list[str]:
     if t.max_steps is not None and t.max_steps < 1:
         problems.append(f"train.max_steps: must be >= 1 or null, got {t.max_steps}")
     if t.lr_schedule not in ("linear", "cosine", "constant"):
-        problems.append(f"train.lr_schedule: {t.lr_schedule!r} is not one of linear, cosine, constant")
+        problems.append(f"train.lr_schedule: {shorten(t.lr_schedule)} is not one of linear, cosine, constant")
     if not 0 <= t.warmup_ratio < 1:
         problems.append(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
     for key, value in (("train.eval_every", t.eval_every), ("train.save_every", t.save_every)):
@@ -145,13 +221,15 @@ def validate_config(cfg: Config, mode: str = "distill", *, num_labels: int | Non
             hint = f"; did you mean {close[0]!r}?" if close else ""
             task = "regression" if d.regression else "classification"
             problems.append(
-                f"train.metric: {t.metric!r} is not a {task} metric{hint} (choose one of {', '.join(valid)}, "
+                f"train.metric: {shorten(t.metric)} is not a {task} metric{hint} (choose one of {', '.join(valid)}, "
                 "or leave it unset)"
             )
     if d.format not in ("auto", "tsv", "csv", "jsonl", "hf"):
-        problems.append(f"data.format: {d.format!r} is not one of auto, tsv, csv, jsonl, hf")
+        problems.append(f"data.format: {shorten(d.format)} is not one of auto, tsv, csv, jsonl, hf")
     if cfg.teacher.cache_dtype not in ("fp16", "bf16", "fp32"):
-        problems.append(f"teacher.cache_dtype: {cfg.teacher.cache_dtype!r} is not one of fp16, bf16, fp32")
+        problems.append(
+            f"teacher.cache_dtype: {shorten(cfg.teacher.cache_dtype)} is not one of fp16, bf16, fp32"
+        )
     # -- files ------------------------------------------------------------------------------------------------
     if not d.train:
         problems.append("data.train: no training data given; set data.train=PATH (TSV/CSV/JSONL)")
@@ -162,6 +240,7 @@ def validate_config(cfg: Config, mode: str = "distill", *, num_labels: int | Non
     p = run_dir_problem(cfg.output_dir, cfg.overwrite)
     if p:
         problems.append(p)
+    problems.extend(dir_problems(cfg, mode))
     # -- models (configs only) ------------------------------------------------------------------------------
     teacher_info = None
     if mode == "distill":

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from textdistill.errors import DataError
+from textdistill.errors import DataError, clip, shorten, shorten_list
 
 FORMATS = ("tsv", "csv", "jsonl")
 """File formats :func:`read_examples` understands (``hf`` goes through :func:`read_hf_dataset`)."""
@@ -173,7 +173,15 @@ class _Columns:
             raise _RowError(
                 "bad_value",
                 f"{where}: text column {column!r} must be a string, got {type(value).__name__} "
-                f"{value!r}. {_SKIP_HINT}",
+                f"{shorten(value)}. {_SKIP_HINT}",
+            )
+        if "\x00" in value:
+            # a NUL never belongs in text: binary data, or UTF-16 read as a one-byte encoding
+            raise _RowError(
+                "nul_in_text",
+                f"{where}: text column {column!r} holds a NUL byte (\\x00) at character "
+                f"{value.index(chr(0))}: binary data, or a file in UTF-16 read as UTF-8 (set data.encoding). "
+                f"{_SKIP_HINT}",
             )
         return value  # verbatim: no stripping, the tokenizer decides what whitespace means
 
@@ -455,7 +463,7 @@ def _missing_column(path: Path, column: str, key: str, found: list[str], fmt: st
     what = "key" if fmt == "jsonl" else "column"
     where = f"{path}, line 1" if fmt != "jsonl" else f"{path} (first record)"
     return DataError(
-        f"{where}: {what} {column!r} not found; {what}s found: {', '.join(map(repr, found)) or '(none)'}. "
+        f"{where}: {what} {shorten(column)} not found; {what}s found: {shorten_list(found) or '(none)'}. "
         f"Fix: set {key} to one of them.{hint}"
     )
 
@@ -542,7 +550,7 @@ def _row_builder(
             extra = " (a tab inside the text? GLUE TSV has no quoting)" if sep == "tab" else ""
             raise _RowError(
                 "wrong_field_count",
-                f"{where}: expected {width} {sep}-separated fields (header: {', '.join(header)}), "
+                f"{where}: expected {width} {sep}-separated fields (header: {clip(', '.join(header))}), "
                 f"found {len(fields)}{extra}. {_SKIP_HINT}",
             )
 

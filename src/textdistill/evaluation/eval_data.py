@@ -33,7 +33,7 @@ def model_tokenizer(directory: str | os.PathLike[str], fallback: Any | None = No
         from transformers import AutoTokenizer
 
         try:
-            return AutoTokenizer.from_pretrained(str(d))
+            return AutoTokenizer.from_pretrained(str(d), trust_remote_code=False)  # never runs its code
         except (OSError, ValueError, TypeError, KeyError) as exc:
             raise ModelError(f"cannot load the tokenizer saved in {str(d)!r}: {exc}") from exc
     if fallback is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import tempfile
 import uuid
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from textdistill.errors import ModelError
+from textdistill.errors import ModelError, pickle_refusal, shorten
 from textdistill.models.bilstm import BiLSTMClassifier, BiLSTMConfig
 from textdistill.models.hf import HFClassifier
 
@@ -62,6 +63,7 @@ def save_model(
     # Same parent directory, so the final rename stays on one filesystem (and is atomic).
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
+        os.chmod(tmp, _dir_mode())  # mkdtemp makes it 0700: the published model follows the umask
         inner = _unwrap(model)
         if isinstance(inner, BiLSTMClassifier):
             _save_bilstm(inner, tmp, id2label)
@@ -82,6 +84,13 @@ def save_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _dir_mode() -> int:
+    """The mode ``mkdir`` gives a new directory under the process umask (read by setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o777 & ~mask
 
 
 def _replace_dir(src: Path, dst: Path) -> None:
@@ -112,12 +121,17 @@ def _save_bilstm(model: BiLSTMClassifier, directory: Path, id2label: dict[int, s
     (directory / BILSTM_CONFIG).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
-def load_student(directory: str | Path, *, dtype: torch.dtype = torch.float32) -> nn.Module:
+def load_student(
+    directory: str | Path, *, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False
+) -> nn.Module:
     """Load a model written by :func:`save_model` (or any HF classifier directory), in eval mode.
 
     Args:
         directory: the model directory.
         dtype: parameter dtype of HF models.
+        trust_remote_code: allow code shipped in the directory (``auto_map`` in its config) to run. Always
+            passed to transformers explicitly, so a model folder never runs code, nor makes transformers
+            ask on stdin whether it may (a piped ``y`` would have answered that question).
 
     Returns:
         :class:`HFClassifier` for HF directories, :class:`BiLSTMClassifier` for BiLSTM ones.
@@ -136,9 +150,19 @@ def load_student(directory: str | Path, *, dtype: torch.dtype = torch.float32) -
         from transformers import AutoModelForSequenceClassification
 
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(str(d), dtype=dtype)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(d), dtype=dtype, trust_remote_code=trust_remote_code
+            )
+        except pickle.UnpicklingError as exc:
+            raise ModelError(pickle_refusal(d, exc) + "; save the model as safetensors") from None
         except (OSError, ValueError, KeyError) as exc:
-            raise ModelError(f"cannot load the model in {str(d)!r}: {exc}") from exc
+            if "custom code" in str(exc):
+                raise ModelError(
+                    f"refused to load {str(d)!r}: its config.json maps the model to code shipped in the "
+                    "directory (auto_map), and textdistill never runs a model folder's code. Use a model of "
+                    "a standard transformers architecture (e.g. one saved by textdistill)."
+                ) from None
+            raise ModelError(f"cannot load the model in {str(d)!r}: {shorten(str(exc), 500)}") from exc
         return HFClassifier(model.eval())
     raise ModelError(
         f"{str(d)!r} holds neither config.json (a transformers model) nor {BILSTM_CONFIG} (a BiLSTM student); "

@@ -185,6 +185,7 @@ class PretrainedBuilder:
             # a checkpoint fine-tuned on another label set keeps its body and gets a new head
             ignore_mismatched_sizes=True,
             dtype=torch.float32,
+            trust_remote_code=False,  # explicit: never run (or prompt about) code from the student's folder
         )
         model.train()
         return HFClassifier(model)

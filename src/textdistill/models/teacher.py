@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 from pathlib import Path
 
 import torch
 
-from textdistill.errors import ModelError
+from textdistill.errors import ModelError, pickle_refusal
 from textdistill.models.hf import HFClassifier, info_from_config
 from textdistill.models.outputs import ModelInfo
 
@@ -167,13 +168,18 @@ def load_teacher(
         problem = classifier_problem(config, path)
         if problem:
             raise ModelError(f"teacher {problem}.")
-    kwargs: dict[str, object] = {"trust_remote_code": trust_remote_code, "dtype": dtype}
+    kwargs: dict[str, object] = {"dtype": dtype}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
     try:
         model, loading = AutoModelForSequenceClassification.from_pretrained(
-            resolve_model_path(path, "teacher"), output_loading_info=True, **kwargs
+            resolve_model_path(path, "teacher"),
+            output_loading_info=True,
+            trust_remote_code=trust_remote_code,
+            **kwargs,
         )
+    except pickle.UnpicklingError as exc:
+        raise ModelError(pickle_refusal(path, exc) + "; save the teacher as safetensors") from None
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"cannot load teacher weights from {str(path)!r}: {exc}") from exc
     if require_classifier and loading.get("missing_keys"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -15,10 +16,25 @@ from torch import nn
 from textdistill.training.distiller import Callback, Distiller
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN/Inf float replaced by None: ``json.dumps`` would write ``NaN``/``Infinity``,
+    which is not JSON (strict parsers, ``jq`` and browsers reject the line)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line and flush it to disk (a crash loses at most the line being written)."""
+    """Append one JSON line and flush it to disk (a crash loses at most the line being written).
+
+    Non-finite numbers (a NaN loss of a skipped step) are written as ``null``.
+    """
     with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(record, sort_keys=False) + "\n")
+        f.write(json.dumps(json_safe(record), sort_keys=False, allow_nan=False) + "\n")
         f.flush()
 
 
@@ -30,15 +46,23 @@ class MetricsLogger(Callback):
         self.path = Path(run_dir) / "metrics.jsonl"
         self.log_every = max(1, log_every)
         self.writer = None
+        self.tensorboard_dir = Path(run_dir) / "tensorboard"
+        self.tensorboard = tensorboard
         self._sums: dict[str, float] = {}
         self._count = 0
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
-            except Exception:  # tensorboard not installed: metrics.jsonl is the record
-                self.writer = None
+    def on_train_begin(self, distiller: Distiller) -> None:
+        # Opened here, after a resume restored the state: TensorBoard's ``purge_step`` writes a marker that
+        # makes TensorBoard drop every event at or after that step from the earlier event files, so the
+        # steps a resumed run replays are shown once, as in metrics.jsonl.
+        if not self.tensorboard or self.writer is not None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except Exception:  # tensorboard not installed: metrics.jsonl is the record
+            return
+        step = distiller.state.step
+        self.writer = SummaryWriter(str(self.tensorboard_dir), purge_step=step + 1 if step else None)
 
     def on_step_end(self, distiller: Distiller, logs: dict[str, float]) -> None:
         for k, v in logs.items():
@@ -132,9 +156,14 @@ class BestModelSaver(Callback):
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to ``path`` via a temporary file, fsync and rename (never a half-written file)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            json.dump(json_safe(data), f, indent=2, sort_keys=False, allow_nan=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # never leave the temporary file behind (a full disk, a signal)
+        raise

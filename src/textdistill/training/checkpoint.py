@@ -29,6 +29,7 @@ import errno
 import hashlib
 import json
 import os
+import pickle
 import random
 import re
 import shutil
@@ -43,14 +44,17 @@ import numpy as np
 import torch
 import yaml
 
-from textdistill.errors import ConfigError, RunDirError
-from textdistill.training.distiller import Callback, Distiller, TrainState
+from textdistill.errors import ConfigError, RunDirError, pickle_refusal
+from textdistill.training.distiller import Callback, Distiller, TrainState, all_gather_objects
+from textdistill.training.faults import free_space, make_private_dir_public, os_error_in
 
 CHECKPOINTS = "checkpoints"
 """Sub-directory of the run directory that holds the checkpoints."""
 MANIFEST = "manifest.json"
 TRAINER_STATE = "trainer_state.json"
 CONFIG = "config.yaml"
+RANK_RNG = "rng-rank-{rank}.pt"
+"""RNG state of process ``rank`` >= 1 of a multi-process run (process 0's is ``rng.pt``)."""
 _FORMAT = "textdistill-checkpoint"
 _VERSION = 1
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -90,6 +94,15 @@ class Checkpoint:
     path: Path
     step: int
     manifest: dict[str, Any]
+    loaded: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    """The ``.pt`` files, loaded once by :func:`verify_checkpoint` (so a refused pickle skips the
+    checkpoint) and reused by :func:`restore_checkpoint`."""
+
+    def load(self, name: str) -> Any:
+        """The content of ``name`` (a ``.pt`` file of the checkpoint), loaded with ``weights_only=True``."""
+        if name not in self.loaded:
+            self.loaded[name] = _torch_load(self.path / name)
+        return self.loaded[name]
 
     @property
     def run_dir(self) -> Path:
@@ -172,7 +185,11 @@ def verify_checkpoint(path: str | Path) -> Checkpoint:
             raise CheckpointError(
                 f"{path}: file {name} does not match its sha256 in the manifest (corrupted)"
             )
-    return Checkpoint(path=path, step=int(m.group(1)), manifest=manifest)
+    ckpt = Checkpoint(path=path, step=int(m.group(1)), manifest=manifest)
+    for name in sorted(files):
+        if name.endswith(".pt"):
+            ckpt.load(name)  # a pickle that weights_only refuses makes the checkpoint unusable: skip it
+    return ckpt
 
 
 def latest_checkpoint(run_dir: str | Path, *, log: Callable[[str], None] | None = print) -> Checkpoint | None:
@@ -241,7 +258,15 @@ def _fsync_path(path: Path) -> None:
 
 def _torch_save(obj: Any, path: Path) -> None:
     with path.open("wb") as f:
-        torch.save(obj, f)
+        try:
+            torch.save(obj, f)
+        except RuntimeError as e:
+            # torch's stream writer hides the OSError (ENOSPC...) of the file's write in a RuntimeError
+            # ("unexpected pos ..."): surface it so the caller reports a full disk as one.
+            cause = os_error_in(e)
+            if cause is None:
+                raise
+            raise cause from e
         f.flush()
         os.fsync(f.fileno())
 
@@ -269,16 +294,7 @@ def _file_sizes(run_dir: Path, names: Iterable[str]) -> dict[str, int]:
     return {n: (run_dir / n).stat().st_size if (run_dir / n).is_file() else 0 for n in names}
 
 
-def _free_space(path: Path) -> str:
-    try:
-        free = shutil.disk_usage(path).free
-    except OSError:
-        return "unknown"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if free < 1024 or unit == "TiB":
-            return f"{free:.0f} {unit}" if unit == "B" else f"{free:.1f} {unit}"
-        free /= 1024
-    return "unknown"  # pragma: no cover
+_free_space = free_space
 
 
 def save_checkpoint(
@@ -318,8 +334,13 @@ def save_checkpoint(
     step = distiller.state.step
     root = checkpoints_dir(run_dir)
     final = root / f"step-{step}"
+    # Every process's RNG state (collective): each draws its own dropout masks, so a multi-process resume
+    # is exact only when every process gets its own stream back.
+    rng_states = all_gather_objects(rng_state())
     if acc.is_main_process:
-        _write_checkpoint(distiller, run_dir, final, config_yaml, meta or {}, list(append_only), resume_hint)
+        _write_checkpoint(
+            distiller, run_dir, final, config_yaml, meta or {}, list(append_only), resume_hint, rng_states
+        )
         _prune(root, keep=max(1, keep), newest=step)
     acc.wait_for_everyone()
     return final
@@ -333,6 +354,7 @@ def _write_checkpoint(
     meta: dict[str, Any],
     append_only: list[str],
     resume_hint: str,
+    rng_states: list[dict[str, Any]],
 ) -> None:
     root = final.parent
     step = distiller.state.step
@@ -341,8 +363,11 @@ def _write_checkpoint(
         root.mkdir(parents=True, exist_ok=True)
         # Same parent directory, so the final rename stays on one filesystem (and is atomic).
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
+        make_private_dir_public(tmp)  # mkdtemp makes it 0700; the published checkpoint follows the umask
         # RNG first: nothing below draws random numbers, but capture before anything could.
-        _torch_save(rng_state(), tmp / "rng.pt")
+        _torch_save(rng_states[0], tmp / "rng.pt")
+        for rank, state in enumerate(rng_states[1:], start=1):  # the other processes' dropout streams
+            _torch_save(state, tmp / RANK_RNG.format(rank=rank))
         _safetensors_save(distiller.unwrapped_student(), tmp / "student.safetensors")
         _safetensors_save(
             distiller.accelerator.unwrap_model(distiller.objective), tmp / "objective.safetensors"
@@ -357,6 +382,7 @@ def _write_checkpoint(
             "state": distiller.state.to_dict(),
             "callbacks": {_callback_key(i, cb): cb.state_dict() for i, cb in enumerate(distiller.callbacks)},
             "append_only": _file_sizes(run_dir, append_only),
+            "num_processes": len(rng_states),
             "meta": meta,
             "saved": time.time(),
         }
@@ -369,7 +395,12 @@ def _write_checkpoint(
         _publish(tmp, final)
         tmp = None
         _fsync_path(root)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:
+        cause = os_error_in(e)
+        if cause is None:
+            raise
+        if cause is not e:
+            e = cause
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)  # frees the space the partial checkpoint took
         previous = [p.name for s, p in list_checkpoints(run_dir) if s != step]
@@ -422,7 +453,12 @@ def _prune(root: Path, *, keep: int, newest: int) -> None:
 # -- restoring -------------------------------------------------------------------------------------------
 def _torch_load(path: Path) -> Any:
     # weights_only: tensors and plain containers only, never arbitrary pickled objects
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(pickle_refusal(path, e)) from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        raise CheckpointError(f"{path} cannot be read ({type(e).__name__}: {str(e)[:200]})") from None
 
 
 def restore_checkpoint(
@@ -455,8 +491,8 @@ def restore_checkpoint(
             str(ckpt.path / "objective.safetensors"),
             strict=True,
         )
-        distiller.optimizer.load_state_dict(_torch_load(ckpt.path / "optimizer.pt"))
-        distiller.scheduler.load_state_dict(_torch_load(ckpt.path / "scheduler.pt"))
+        distiller.optimizer.load_state_dict(ckpt.load("optimizer.pt"))
+        distiller.scheduler.load_state_dict(ckpt.load("scheduler.pt"))
     except (RuntimeError, ValueError, KeyError) as e:
         raise CheckpointError(
             f"{ckpt.path} does not fit this run's model ({e}); resume with the config the checkpoint was "
@@ -464,7 +500,7 @@ def restore_checkpoint(
         ) from e
     scaler = getattr(distiller.accelerator, "scaler", None)
     if scaler is not None and (ckpt.path / "scaler.pt").is_file():
-        scaler.load_state_dict(_torch_load(ckpt.path / "scaler.pt"))
+        scaler.load_state_dict(ckpt.load("scaler.pt"))
     known = {f.name for f in dataclasses.fields(TrainState)}
     distiller.state = TrainState(**{k: v for k, v in s.items() if k in known})
     states = saved.get("callbacks", {})
@@ -476,7 +512,26 @@ def restore_checkpoint(
         for name, size in saved.get("append_only", {}).items():
             _truncate(ckpt.run_dir / name, size, log)
     # Last: nothing after this may draw random numbers before the loop continues.
-    set_rng_state(_torch_load(ckpt.path / "rng.pt"), log=log)
+    set_rng_state(_rank_rng_state(ckpt, distiller, saved, log), log=log)
+
+
+def _rank_rng_state(
+    ckpt: Checkpoint, distiller: Distiller, saved: dict[str, Any], log: Callable[[str], None] | None
+) -> dict[str, Any]:
+    """This process's RNG state in ``ckpt`` (process 0's, with a warning, when the checkpoint has none)."""
+    rank, world = distiller.accelerator.process_index, distiller.accelerator.num_processes
+    saved_world = saved.get("num_processes", 1)
+    if saved_world != world and log is not None and distiller.accelerator.is_main_process:
+        log(
+            f"textdistill: warning: the checkpoint was written by {saved_world} process(es), this run has "
+            f"{world}: dropout will not replay exactly"
+        )
+    name = RANK_RNG.format(rank=rank) if rank else "rng.pt"
+    if name in ckpt.manifest.get("files", {}):
+        return ckpt.load(name)
+    if log is not None and saved_world == world:
+        log(f"textdistill: warning: {ckpt.path} has no RNG state for process {rank}; using process 0's")
+    return ckpt.load("rng.pt")
 
 
 def _truncate(path: Path, size: int, log: Callable[[str], None] | None) -> None:

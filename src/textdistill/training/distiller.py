@@ -364,6 +364,7 @@ class Distiller:
                 # DeepSpeed clips inside its engine and returns None here
                 grad_norm = float(norm) if norm is not None else float("nan")
             self.optimizer.step()
+            self._check_params_finite(st.step + 1)
             self.scheduler.step()
         else:
             st.bad_steps += 1
@@ -451,6 +452,25 @@ class Distiller:
             if not bool(torch.isfinite(torch.stack(norms)).all()):
                 return False
         return True
+
+    def _check_params_finite(self, step: int) -> None:
+        """Stop before a non-finite weight can be evaluated, checkpointed or saved as the best student.
+
+        Finite gradients can still give non-finite weights (an infinite learning rate or weight decay, an
+        overflow in the optimizer's update). Same fused-norm check as :meth:`_grads_finite`, on the
+        parameters; raising here stops the loop before the step boundary, so nothing of this step is saved.
+        """
+        groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+        for p in self._params():
+            groups.setdefault((p.device, p.dtype), []).append(p.detach())
+        for params in groups.values():
+            if not bool(torch.isfinite(torch.stack(torch._foreach_norm(params))).all()):
+                raise NonFiniteLossError(
+                    f"step {step}: the optimizer step made the student's weights NaN/Inf although the loss "
+                    f"and gradients were finite (train.lr={self.cfg.lr}, train.weight_decay="
+                    f"{self.cfg.weight_decay}); nothing from this step was saved. Lower train.lr (or "
+                    "train.weight_decay), then resume from the last checkpoint or start over"
+                )
 
     # -- evaluation ---------------------------------------------------------------------------------------
     def _eval_due(self) -> bool:

@@ -1,5 +1,10 @@
 """The run directory of ``finetune`` / ``distill``: creating it, its run.json facts, resuming it, its report.
 
+``--overwrite`` empties the directory (the run lock file stays: the lock is held while this runs). A
+``--resume`` that finds no usable checkpoint starts the run over; if the directory holds a student
+(``model/``) it is never deleted without ``--overwrite``: everything the earlier run wrote is moved to a
+sibling directory ``<output_dir>.previous-<UTC time>`` and the message says where.
+
 See :mod:`textdistill.training.runner` for the directory's layout.
 """
 
@@ -12,6 +17,7 @@ import shlex
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +25,7 @@ import torch
 
 from textdistill.config.loader import dump_yaml
 from textdistill.config.schema import Config
+from textdistill.config.validate import RUN_LOCK_NAME
 from textdistill.errors import RunDirError
 from textdistill.training.callbacks import write_json_atomic
 from textdistill.training.checkpoint import (
@@ -58,13 +65,58 @@ def package_version() -> str:
         return "unknown"
 
 
-def prepare_run_dir(cfg: Config) -> Path:
-    """Create (or, with overwrite, empty) the run directory; validation already refused unsafe cases."""
+def prepare_run_dir(cfg: Config, *, starting_over: bool = False) -> Path:
+    """Create (or, with overwrite, empty) the run directory; validation already refused unsafe cases.
+
+    ``starting_over``: a resume found no usable checkpoint; an earlier student is moved aside, not deleted.
+    """
     out = Path(cfg.output_dir)
-    if out.exists() and cfg.overwrite and (out / "run.json").exists():
-        shutil.rmtree(out)
+    if out.is_dir() and starting_over:
+        set_aside_previous_run(out)
+    elif out.exists() and cfg.overwrite and (out / "run.json").exists():
+        empty_run_dir(out)  # not rmtree: the run lock file inside stays
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def empty_run_dir(run_dir: Path) -> None:
+    """Remove everything in ``run_dir`` except the run lock file."""
+    for p in run_dir.iterdir():
+        if p.name == RUN_LOCK_NAME:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def set_aside_previous_run(run_dir: Path, *, log: Callable[[str], None] | None = print) -> Path | None:
+    """Before a resume starts over: move an earlier run's outputs out of ``run_dir``.
+
+    When ``run_dir/model`` exists, every entry but the lock file moves into a new sibling
+    ``<run_dir>.previous-<UTC time>`` (a rename on the same file system: nothing is copied or lost) and
+    that directory is returned; without a student the directory is simply emptied (checkpoints that all
+    failed verification, logs) and None is returned.
+    """
+    if not (run_dir / "model").exists():
+        empty_run_dir(run_dir)
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    dest = run_dir.with_name(f"{run_dir.name}.previous-{stamp}")
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = run_dir.with_name(f"{run_dir.name}.previous-{stamp}-{n}")
+    dest.mkdir()
+    for p in sorted(run_dir.iterdir()):
+        if p.name != RUN_LOCK_NAME:
+            os.replace(p, dest / p.name)
+    if log is not None:
+        log(
+            f"textdistill: no usable checkpoint to resume from, so the run starts over; the earlier run's "
+            f"student (model/), metrics and report were moved to {dest}"
+        )
+    return dest
 
 
 def resume_command(run_dir: Path, mode: str) -> str:

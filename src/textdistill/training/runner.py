@@ -51,6 +51,7 @@ from textdistill.training.run_dir import (
     write_run_report,
     write_text_atomic,
 )
+from textdistill.training.run_guard import record_run_json, run_guard
 from textdistill.training.sharded_eval import evaluate_sharded
 from textdistill.training.signals import graceful_stop
 from textdistill.training.teacher_cache import teacher_dev_evaluation
@@ -91,6 +92,13 @@ def run_training(
         TrainingInterrupted: SIGINT/SIGTERM stopped training after a checkpoint was saved (a
             KeyboardInterrupt with ``exit_code`` 130/143; the message holds the resume command).
     """
+    # One process per run directory, and every way out recorded in run.json (training/run_guard.py).
+    with run_guard(cfg.output_dir, mode, quiet=quiet):
+        return _run_phases(cfg, mode, quiet=quiet, resume=resume)
+
+
+def _run_phases(cfg: Config, mode: str, *, quiet: bool, resume: bool) -> RunResult:
+    """The six phases of :func:`run_training`, inside its guard."""
     run = _resolve(cfg, mode, quiet=quiet, resume=resume)
     data = _load_data(run)
     models = _build_models(run, data)
@@ -260,10 +268,13 @@ class _Out:
     def model_dir(self) -> Path:
         return self.run_dir / "model"
 
-    def record(self, main: bool, **fields: Any) -> None:
-        """Update run.json (written by the main process only)."""
+    def record(self, main: bool, *, protected: bool = False, **fields: Any) -> None:
+        """Update run.json (written by the main process only); ``protected`` on failure paths: a write
+        error becomes a note, so the error being handled is the one the user sees."""
         self.run_json.update(fields)
-        if main:
+        if main and protected:
+            record_run_json(self.run_dir, self.run_json)
+        elif main:
             write_json_atomic(self.run_dir / "run.json", self.run_json)
 
 
@@ -282,7 +293,7 @@ def _open_run_dir(run: _Run, data: _Data) -> _Out:
     else:
         # resume without a usable checkpoint starts over: empty the directory like overwrite does
         if run.main:
-            run_dir = prepare_run_dir(replace(cfg, overwrite=True) if run.resume else cfg)
+            run_dir = prepare_run_dir(cfg, starting_over=run.resume)
         else:
             run_dir = Path(cfg.output_dir)
         run_json = {
@@ -489,14 +500,14 @@ def _restore(run: _Run, distiller: Distiller, saver: CheckpointSaver | None, pre
 def _fit(run: _Run, out: _Out, distiller: Distiller, saver: CheckpointSaver | None) -> TrainState:
     """The training loop (:meth:`Distiller.fit`); a failure or a signal stop is recorded in run.json."""
     try:
-        with graceful_stop(distiller.request_stop, quiet=run.quiet):
+        with graceful_stop(distiller.request_stop, quiet=run.quiet, resume_hint=out.resume_hint):
             state = distiller.fit()
     except BaseException as e:
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         out.run_json.update(status=status, error=f"{type(e).__name__}: {e}", ended=time.time())
         if saver is not None and saver.last_path is not None:
             out.run_json.update(checkpoint=str(saver.last_path), resume_command=out.resume_hint)
-        out.record(run.main)
+        out.record(run.main, protected=True)  # the error above is the one to report
         raise
     if distiller.stop_signal is not None:
         raise record_interruption(distiller, saver, out.run_dir, out.run_json, out.resume_hint, run.quiet)
@@ -520,11 +531,14 @@ def _finish(
         )
         if run.main:
             write_json_atomic(out.run_dir / "eval_results.json", results)
-        out.record(run.main)
         if run.mode == "distill" and run.cfg.report and run.main:
             write_run_report(run.cfg, out.run_dir, quiet=run.quiet)
+        out.record(run.main)  # last: "finished" means the report is there too
     except BaseException as e:
-        out.record(run.main, status="failed", error=f"{type(e).__name__}: {e}", ended=time.time())
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        out.record(
+            run.main, protected=True, status=status, error=f"{type(e).__name__}: {e}", ended=time.time()
+        )
         raise
     run.accelerator.wait_for_everyone()  # the run directory is complete when any process returns
     return RunResult(

@@ -49,7 +49,11 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 @contextmanager
 def graceful_stop(
-    on_signal: Callable[[int], None], signals: tuple[int, ...] = STOP_SIGNALS, *, quiet: bool = False
+    on_signal: Callable[[int], None],
+    signals: tuple[int, ...] = STOP_SIGNALS,
+    *,
+    quiet: bool = False,
+    resume_hint: str = "",
 ) -> Iterator[None]:
     """Within the block, the first of ``signals`` calls ``on_signal(signum)``; a second exits at once.
 
@@ -60,6 +64,7 @@ def graceful_stop(
         on_signal: called once with the signal number (typically ``Distiller.request_stop``).
         signals: the signals to handle.
         quiet: do not print the notice on the first signal.
+        resume_hint: the command that resumes the run, printed when a second signal exits at once.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -71,8 +76,7 @@ def graceful_stop(
         if received:
             # os._exit skips every cleanup on purpose: the user asked to stop now. Every file a resume
             # reads is written atomically, so the last complete checkpoint stays usable.
-            _write(f"\ntextdistill: second {name}: exiting now; resume from the last complete checkpoint\n")
-            os._exit(128 + signum)
+            _exit_now(signum, resume_hint)
         received.append(signum)
         if not quiet:
             _write(
@@ -80,6 +84,44 @@ def graceful_stop(
                 f"(send {name} again to exit at once)\n"
             )
         on_signal(signum)
+
+    previous = {}
+    try:
+        for s in signals:
+            previous[s] = signal.signal(s, handler)
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _exit_now(signum: int, resume_hint: str) -> None:
+    """The second signal: exit at once (``os._exit``), saying how to resume."""
+    how = f"; resume with:\n  {resume_hint}" if resume_hint else "; resume from the last complete checkpoint"
+    _write(f"\ntextdistill: second {signal_name(signum)}: exiting now{how}\n")
+    os._exit(128 + signum)
+
+
+@contextmanager
+def interrupt_outside_loop(resume_hint: str = "", signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[None]:
+    """Within the block, the first of ``signals`` raises :class:`TrainingInterrupted` where it lands.
+
+    For the parts of a run around the training loop (startup, the teacher-cache build, the final
+    evaluation), which have no step boundary to stop at: SIGTERM's default action would end the process
+    silently and leave ``run.json`` saying "running". Raising lets the run record the stop and print the
+    resume command; everything a resume reads is written atomically, so stopping anywhere is safe. The
+    loop's :func:`graceful_stop` replaces these handlers while it runs. A second signal exits at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if received:
+            _exit_now(signum, resume_hint)
+        received.append(signum)
+        raise TrainingInterrupted(signum, f"stopped by {signal_name(signum)}")
 
     previous = {}
     try:

@@ -273,7 +273,7 @@ def _resolve_tokenizer(tokenizer: Any | str | None, cfg: AugmentConfig) -> Any |
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(source))
+        return AutoTokenizer.from_pretrained(str(source), trust_remote_code=False)
     except (OSError, ValueError) as err:
         raise ModelError(
             f"cannot load a tokenizer from {str(source)!r}: {type(err).__name__}: {err}. Fix: point it at a "
@@ -405,7 +405,7 @@ def _load_input_embeddings(path: str | os.PathLike[str]) -> Any:
     from transformers import AutoModel
 
     try:
-        model = AutoModel.from_pretrained(str(path))
+        model = AutoModel.from_pretrained(str(path), trust_remote_code=False)
     except (OSError, ValueError) as err:
         raise ModelError(
             f"cannot load the teacher {str(path)!r} for its input embeddings: {type(err).__name__}: {err}. "

@@ -225,8 +225,11 @@ def load_masked_lm(path: str, *, allow_missing_head: bool = False, device: str |
         )
     source = str(local) if local.is_dir() else str(path)
     try:
-        model, info = AutoModelForMaskedLM.from_pretrained(source, output_loading_info=True)
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        # explicit False: code shipped in the folder never runs, and transformers never prompts about it
+        model, info = AutoModelForMaskedLM.from_pretrained(
+            source, output_loading_info=True, trust_remote_code=False
+        )
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as err:
         raise ModelError(
             f"cannot load the masked LM augment.mlm={path!r}: {type(err).__name__}: {err}. Fix: point it at "

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from textdistill.errors import ConfigError, ModelError
+from textdistill.training.faults import new_partial_dir
 from textdistill.training.teacher_cache.spec import CACHE_DTYPES, FORMAT_VERSION, CacheSpec, _Examples
 from textdistill.training.teacher_cache.store import _NUMPY_DTYPE, META, CacheInvalid, TeacherCache, _Array
 
@@ -162,8 +162,7 @@ def _allocate(
             f"about {human_bytes(estimate)} on disk -> {directory}{note}"
         )
     check_disk_space(directory, estimate)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.partial-", dir=directory.parent))
+    tmp = new_partial_dir(directory)  # also removes partial directories of builders that died
     try:
         for a in plan.arrays.values():
             with open(tmp / a.file, "wb") as f:
