@@ -212,6 +212,76 @@ def _decision_scenario(rank: int) -> dict:
     return out
 
 
+def _resume_scenario(rank: int, work: Path) -> dict:
+    """Stop at step 3 and resume, with dropout, against an uninterrupted run (issue #19: per-rank RNG).
+
+    Global batches of 5 split 3 + 2, so the two processes draw different numbers of dropout values and
+    their RNG streams part after the first step: only per-rank RNG states in the checkpoint replay both.
+    The control resumes every rank from process 0's RNG state (what checkpoints held before).
+    """
+    from transformers import BertForSequenceClassification
+
+    from textdistill.config.loader import dump_yaml
+    from textdistill.config.schema import Config, LossTermConfig, TrainConfig
+    from textdistill.losses.objective import Objective
+    from textdistill.models.hf import HFClassifier
+    from textdistill.training import checkpoint as ck
+    from textdistill.training.distiller import Callback, Distiller
+
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        {
+            "input_ids": torch.randint(5, 40, (5, 6), generator=g),
+            "attention_mask": torch.ones(5, 6, dtype=torch.long),
+            "labels": torch.randint(0, 2, (5,), generator=g),
+        }
+        for _ in range(4)
+    ]
+
+    class StopAt3(Callback):
+        def on_step_end(self, distiller, logs):
+            if distiller.state.step == 3:
+                distiller.request_stop(15)
+
+    def run(run_dir: Path, seed: int, *extra: Callback, restore: bool = False) -> dict[str, torch.Tensor]:
+        torch.manual_seed(seed)
+        cfg = tiny_bert_config(40, layers=1, hidden=8, heads=2)
+        cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = 0.3
+        student = HFClassifier(BertForSequenceClassification(cfg))
+        train = TrainConfig(
+            batch_size=5, epochs=2, lr=1e-2, precision="fp32", progress=False, eval_every=None
+        )
+        saver = ck.CheckpointSaver(
+            run_dir, save_every=None, keep=2, config_yaml=dump_yaml(Config(train=train))
+        )
+        d = Distiller(
+            student=student,
+            objective=Objective([LossTermConfig(name="hard_ce")], None, student.info),
+            train_cfg=train,
+            train_loader_fn=lambda epoch, start: batches[start:],
+            steps_per_epoch=len(batches),
+            callbacks=[*extra, saver],
+        )
+        if restore:
+            ck.restore_checkpoint(d, ck.latest_checkpoint(run_dir, log=None), log=None)
+        d.fit()
+        return {k: v.detach().clone() for k, v in d.unwrapped_student().state_dict().items()}
+
+    base = work / f"resume-rank-rng-{rank}"  # each rank its own directories: only rank 0 writes a run's
+    shared = work / "resume-rank-rng"
+    full = run(base / "full", 0)
+    run(shared / "stopped", 0, StopAt3())
+    resumed = run(shared / "stopped", 123, restore=True)
+    run(shared / "control", 0, StopAt3())
+    real = ck.RANK_RNG
+    ck.RANK_RNG = "absent-{rank}.pt"  # every rank falls back to process 0's state
+    try:
+        control = run(shared / "control", 123, restore=True)
+    finally:
+        ck.RANK_RNG = real
+    return {"full": full, "resumed": resumed, "control": control}
+
+
 def _worker(rank: int, world: int, port: int, work: str, device: str) -> None:
     """One of ``world`` processes: the environment torchrun sets, then every scenario."""
     os.environ.update(
@@ -236,6 +306,7 @@ def _worker(rank: int, world: int, port: int, work: str, device: str) -> None:
     }
     if device == "cpu":
         out["decisions"] = _decision_scenario(rank)
+        out["resume"] = _resume_scenario(rank, w)
     torch.save(out, w / f"result-{device}-rank{rank}.pt")
 
 
@@ -365,6 +436,17 @@ def test_every_rank_takes_the_same_decisions(cpu_results):
     signal_stop = [r["decisions"]["signal"] for r in ranks]
     # Rank 1 alone asked to stop after step 2: both stop there, with the same signal.
     assert signal_stop[0] == signal_stop[1] == {"step": 2, "stop_signal": 15, "should_stop": False}
+
+
+def test_multi_process_resume_with_dropout_is_bit_exact(cpu_results):
+    """Per-rank RNG states in the checkpoint: a 2-process run stopped at step 3 and resumed (rebuilt with
+    another seed) ends with exactly the uninterrupted run's weights; resuming every rank from process 0's
+    RNG state (the control) does not."""
+    _, ranks = cpu_results
+    for r in ranks:
+        full, resumed, control = r["resume"]["full"], r["resume"]["resumed"], r["resume"]["control"]
+        assert all(torch.equal(full[k], resumed[k]) for k in full)
+        assert any(not torch.equal(full[k], control[k]) for k in full)
 
 
 def test_shard_rows_cuts_at_batch_boundaries_and_balances_work():

@@ -173,9 +173,9 @@ def test_enospc_wrapped_in_torch_runtime_error_is_reported_as_disk_full(tmp_path
 
     monkeypatch.setattr(torch, "save", save)
     # the fault as torch raises it: a RuntimeError whose context is the OSError
-    with pytest.raises(RuntimeError, match="unexpected pos|write") as raw:
-        with (tmp_path / "probe.optimizer.pt").open("wb") as f:
-            torch.save({"x": torch.zeros(1000)}, f)
+    probe = (tmp_path / "probe.optimizer.pt").open("wb")
+    with probe, pytest.raises(RuntimeError, match="unexpected pos|write") as raw:
+        torch.save({"x": torch.zeros(1000)}, probe)
     assert isinstance(raw.value.__context__, OSError)
 
     d2, _ = make_distiller(tmp_path, cfg)

@@ -188,8 +188,37 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     return out
 
 
+def _stop_on_sigterm() -> object:
+    """SIGTERM raises (like Ctrl-C's KeyboardInterrupt) from the first moment, imports included: its
+    default action would end the process silently with no message. Runs replace this handler with their
+    own (training/run_guard.py, training/signals.py) while they run."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum: int, frame: object) -> None:
+        from textdistill.training.signals import TrainingInterrupted
+
+        raise TrainingInterrupted(signum, "stopped by SIGTERM")
+
+    return signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``textdistill`` console script."""
+    import signal
+
+    previous = _stop_on_sigterm()
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
