@@ -96,7 +96,7 @@ def run_guard(run_dir: str | Path, mode: str, *, quiet: bool = False) -> Iterato
     except TrainingInterrupted as e:
         if lock is not None:
             _mark_stopped(run_dir, "interrupted", f"TrainingInterrupted: {e}", hint, e.signum)
-        if "resume with" in str(e):
+        if "resume with" in str(e) or "cannot be resumed" in str(e):
             raise  # the loop stopped at a step boundary and said everything
         if (run_dir / "config.yaml").is_file():
             message = f"{e}; resume with:\n  {hint}"
