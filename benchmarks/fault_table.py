@@ -44,6 +44,9 @@ def first_error(p: subprocess.CompletedProcess) -> str:
     lines = [ln for ln in p.stderr.splitlines() if ln.startswith(("textdistill: error", "Traceback"))]
     lines += [ln for ln in p.stderr.splitlines() if ln.startswith("textdistill:")]
     text = lines[0] if lines else (p.stderr.strip().splitlines() or ["(nothing)"])[-1]
+    if text.endswith(":"):  # "N configuration problems:": show the first problem too
+        after = p.stderr.splitlines()
+        text += " " + " ".join(ln.strip() for ln in after[after.index(text) + 1 :][:3])
     return ("Traceback! " if "Traceback" in p.stderr else "") + text[:400]
 
 
@@ -310,9 +313,10 @@ def lock(work: Path, teacher: str) -> None:
     first.wait()
     row("second process resumes a running run", p, "the first run's files untouched")
     p = cli(*run_args(work, teacher, out, "train.max_steps=5"), "--resume")
+    note = [ln for ln in p.stdout.splitlines() if "taking over the lock" in ln]
     row(
         "resume after the first was SIGKILLed (stale lock)",
-        p,
+        f"exit {p.returncode}: {(note or ['(no note)'])[0][:300]}",
         f"run.json: {json.loads((out / 'run.json').read_text()).get('status')}",
     )
 

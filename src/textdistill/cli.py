@@ -213,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = _stop_on_sigterm()
     try:
         return _main(argv)
+    except KeyboardInterrupt as e:  # before the command's own handling (parsing, imports)
+        print("textdistill: interrupted", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
