@@ -22,7 +22,7 @@ from conftest import make_sentiment_rows, make_tokenizer, tiny_bert_config, writ
 from test_checkpoint import StopAt, make_distiller, train_cfg
 from textdistill.config.loader import load_config, resolve_config
 from textdistill.config.validate import non_finite_problems, validate_config, writable_problem
-from textdistill.errors import ConfigError, DataError, ModelError, RunDirError, TextDistillError
+from textdistill.errors import ConfigError, DataError, ModelError, RunDirError
 from textdistill.training import checkpoint as ck
 from textdistill.training.runner import run_training
 
@@ -569,7 +569,3 @@ def test_tensorboard_events_of_replayed_steps_are_purged_on_resume(tmp_path, mon
     ck.restore_checkpoint(d2, ck.latest_checkpoint(tmp_path))
     d2.fit()
     assert opened == [None, 3]
-
-
-def test_cli_errors_are_user_errors(tmp_path):
-    assert issubclass(ck.CheckpointError, TextDistillError) and issubclass(RunDirError, TextDistillError)
