@@ -569,3 +569,19 @@ def test_tensorboard_events_of_replayed_steps_are_purged_on_resume(tmp_path, mon
     ck.restore_checkpoint(d2, ck.latest_checkpoint(tmp_path))
     d2.fit()
     assert opened == [None, 3]
+
+
+def test_a_refused_resume_leaves_the_earlier_runs_record_alone(work, tmp_path):
+    """A resume refused before it writes anything (here: a changed setting) must not rewrite the run.json of
+    the run it refused, even though that record says "running" (its process was SIGKILLed)."""
+    out = tmp_path / "run"
+    run_training(run_cfg(work, out, "train.max_steps=2"), "distill", quiet=True)
+    run = json.loads((out / "run.json").read_text())
+    run["status"] = "running"
+    (out / "run.json").write_text(json.dumps(run))
+    before = (out / "run.json").read_bytes()
+    with pytest.raises(ConfigError, match="train.lr"):
+        run_training(
+            run_cfg(work, out, "train.max_steps=2", "train.lr=1e-3"), "distill", quiet=True, resume=True
+        )
+    assert (out / "run.json").read_bytes() == before

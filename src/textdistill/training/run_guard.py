@@ -52,10 +52,22 @@ def record_run_json(run_dir: Path, run_json: dict[str, Any]) -> bool:
         return False
 
 
-def _mark_stopped(run_dir: Path, status: str, error: str, hint: str, signum: int | None) -> None:
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def _mark_stopped(
+    run_dir: Path, status: str, error: str, hint: str, signum: int | None, untouched: int | None
+) -> None:
     """Set ``run.json`` from ``running`` to ``status`` (left alone when the run already recorded how it
-    ended, or has no run.json yet)."""
+    ended, has no run.json yet, or this process has not written it: ``untouched`` is its mtime when the
+    guard began, so an earlier run's record is never rewritten with this process's error)."""
     path = run_dir / "run.json"
+    if _mtime(path) == untouched:
+        return
     try:
         run_json = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -88,6 +100,7 @@ def run_guard(run_dir: str | Path, mode: str, *, quiet: bool = False) -> Iterato
     run_dir = Path(run_dir)
     hint = resume_command(run_dir, mode)
     lock = RunLock(run_dir).acquire() if _is_main_process() else None
+    untouched = _mtime(run_dir / "run.json")
     try:
         if lock is not None:
             remove_stale_temporaries(run_dir)
@@ -95,7 +108,7 @@ def run_guard(run_dir: str | Path, mode: str, *, quiet: bool = False) -> Iterato
             yield
     except TrainingInterrupted as e:
         if lock is not None:
-            _mark_stopped(run_dir, "interrupted", f"TrainingInterrupted: {e}", hint, e.signum)
+            _mark_stopped(run_dir, "interrupted", f"TrainingInterrupted: {e}", hint, e.signum, untouched)
         if "resume with" in str(e) or "cannot be resumed" in str(e):
             raise  # the loop stopped at a step boundary and said everything
         if (run_dir / "config.yaml").is_file():
@@ -108,7 +121,7 @@ def run_guard(run_dir: str | Path, mode: str, *, quiet: bool = False) -> Iterato
     except BaseException as e:
         cause = None if isinstance(e, TextDistillError) else os_error_in(e)
         if lock is not None and not isinstance(e, KeyboardInterrupt):
-            _mark_stopped(run_dir, "failed", f"{type(e).__name__}: {str(e)[:500]}", hint, None)
+            _mark_stopped(run_dir, "failed", f"{type(e).__name__}: {str(e)[:500]}", hint, None, untouched)
         if cause is None or isinstance(e, KeyboardInterrupt):
             raise
         where = Path(cause.filename) if cause.filename else run_dir
