@@ -13,6 +13,8 @@ MODULES = (
     "textdistill.data.augment.cli",  # augment
     "textdistill.evaluation.cli",  # benchmark
     "textdistill.export.cli",  # export onnx
+    "textdistill.provision",  # provision (real pretrained models from PyPI)
+    "textdistill.models.vocab_cli",  # trim-vocab
 )
 
 
