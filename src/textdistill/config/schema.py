@@ -51,6 +51,15 @@ class StudentConfig:
     """shrink: feed-forward width (default: 4 * hidden_size)."""
     init_embeddings_from_teacher: bool = True
     """shrink/bilstm: initialise token embeddings from the teacher's (projected by PCA when widths differ)."""
+    vocab: Any = "full"
+    """Student vocabulary: full (the source tokenizer's: the teacher's, or the pretrained student's own) |
+    auto (only the tokens of the training text, augmentation included, plus special tokens) | N (the N most
+    frequent of those) | a file of tokens, one per line. A trimmed or foreign vocabulary gives the student its
+    own tokenizer: teacher and student then each tokenize the raw text (cross-tokenizer KD, sentence-level
+    terms only). WordPiece tokenizers only."""
+    glove: str | None = None
+    """bilstm: a GloVe-format text file (``textdistill provision glove``); token embeddings start from the
+    vector of each token's word (``##`` stripped) where GloVe has one. student.embedding_dim must match it."""
     embedding_dim: int = 300
     """bilstm: token embedding width."""
     lstm_hidden: int = 300

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -55,6 +56,7 @@ _TYPE_SPECIFIC = {
     "hidden_size": ("shrink",),
     "num_heads": ("shrink",),
     "intermediate_size": ("shrink",),
+    "glove": ("bilstm",),
 }
 
 
@@ -434,7 +436,12 @@ def validate_student(cfg: StudentConfig, teacher_info: ModelInfo) -> list[str]:
     """Every problem with the student options (unknown type, options of another type, bad values)."""
     if cfg.type not in STUDENTS:
         return [f"student.type: {STUDENTS.unknown_message(cfg.type)}"]
-    return _unused_options(cfg) + STUDENTS.get(cfg.type).validate(cfg, teacher_info)
+    from textdistill.models.vocab import vocab_problems
+
+    problems = vocab_problems(getattr(cfg, "vocab", "full"))
+    if getattr(cfg, "glove", None) and not Path(cfg.glove).expanduser().is_file():
+        problems.append(f"student.glove: {cfg.glove!r} does not exist; run `textdistill provision glove`")
+    return _unused_options(cfg) + problems + STUDENTS.get(cfg.type).validate(cfg, teacher_info)
 
 
 def student_info(cfg: StudentConfig, teacher_info: ModelInfo, num_labels: int) -> ModelInfo:

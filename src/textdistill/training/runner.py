@@ -35,7 +35,7 @@ from torch import nn
 from textdistill.config.loader import dump_yaml
 from textdistill.config.schema import Config, LossTermConfig
 from textdistill.config.validate import Validated, validate_config
-from textdistill.errors import ConfigError, DataError, ModelError
+from textdistill.errors import ConfigError, DataError
 from textdistill.training.callbacks import BestModelSaver, MetricsLogger, ProgressBar, write_json_atomic
 from textdistill.training.checkpoint import Checkpoint, CheckpointSaver, restore_checkpoint
 from textdistill.training.distiller import Callback, Distiller, TeacherSource, TrainState
@@ -166,6 +166,8 @@ class _Data:
     collator: Any
     id2label: dict[int, str]
     validated: Validated
+    xtok: Any = None
+    """The student's tokenization against the teacher's (training.cross_tokenizer.CrossTokenizerPlan)."""
 
 
 def _load_data(run: _Run) -> _Data:
@@ -187,8 +189,6 @@ def _load_data(run: _Run) -> _Data:
     else:
         tokenizer = load_tokenizer(cfg.student.path)
         teacher_id2label = None
-    if mode == "distill" and cfg.student.type == "pretrained":
-        check_same_vocab(load_tokenizer(cfg.student.path), tokenizer, cfg.student.path)
     task = load_task_data(cfg.data, teacher_id2label=teacher_id2label, seed=cfg.train.seed)
     validated = run.validated
     if validated.teacher_info is not None and validated.teacher_info.num_labels != task.num_labels:
@@ -209,6 +209,13 @@ def _load_data(run: _Run) -> _Data:
         # the main process writes the augmentation file first, the others then read it
         with run.accelerator.main_process_first():
             train_examples = augmented_train(cfg, mode, task, tokenizer, quiet=run.quiet)
+    # The student may read the text with its own (or a trimmed) tokenizer: cross-tokenizer logit KD.
+    xtok = None
+    if mode == "distill":
+        from textdistill.training.cross_tokenizer import prepare_cross_tokenizer
+
+        xtok = prepare_cross_tokenizer(cfg, validated, tokenizer, train_examples, task, quiet=run.quiet)
+        tokenizer = xtok.tokenizer
 
     def encode(examples: list) -> EncodedDataset:
         return EncodedDataset(
@@ -224,6 +231,7 @@ def _load_data(run: _Run) -> _Data:
         collator=Collator.for_tokenizer(tokenizer),
         id2label=task.label_map.to_id2label() if task.label_map else {0: "score"},
         validated=validated,
+        xtok=xtok,
     )
 
 
@@ -247,7 +255,7 @@ def _build_models(run: _Run, data: _Data) -> _Models:
     teacher = None
     if run.mode == "distill":
         teacher = load_teacher(cfg.teacher.path, trust_remote_code=cfg.teacher.trust_remote_code)
-        student = build_student(cfg.student, teacher, num_labels, data.id2label)
+        student = data.xtok.apply(build_student(cfg.student, teacher, num_labels, data.id2label))
     else:
         student = STUDENTS.get("pretrained").build(cfg.student, None, num_labels, data.id2label)
     s_info = getattr(student, "info", None) or data.validated.student_info
@@ -413,16 +421,17 @@ def _teacher_source(run: _Run, data: _Data, models: _Models, loop: _Loop) -> Tea
 
     # Only the training data goes into the cache: it is keyed by example id, and dev ids overlap train's.
     # With several processes the build is collective: each runs the teacher on its share of the data.
-    return build_teacher_source(
+    source = build_teacher_source(
         run.cfg,
         models.teacher,
         models.objective,
-        [data.train],
-        data.collator,
+        [data.xtok.teacher_train(data.train)],  # the teacher's own encoding when the tokenizers differ
+        data.xtok.teacher_collator(data.collator),
         loop.device,
         loop.precision,
         quiet=run.quiet,
     )
+    return data.xtok.wrap_source(source, data.collator)
 
 
 def _make_distiller(
@@ -570,12 +579,13 @@ def _final_results(
     results: dict[str, Any] = {"dev": dev_metrics, "best_step": state.best_step}
     teacher = models.teacher
     if teacher is not None:
+        t_dev = data.xtok.teacher_dev(data.dev)
         teacher_dev, teacher_dev_logits = teacher_dev_evaluation(
             run.cfg,
             teacher,
-            data.dev,
+            t_dev,
             loop.precision,
-            lambda: loop.evaluate(teacher, data.dev),
+            lambda: loop.evaluate(teacher, t_dev),
             world=loop.world,
             quiet=run.quiet,
         )
@@ -600,18 +610,6 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def check_same_vocab(student_tok: Any, teacher_tok: Any, student_path: str) -> None:
-    """The student reads the teacher's token ids: their vocabularies must be identical."""
-    s, t = student_tok.get_vocab(), teacher_tok.get_vocab()
-    if s != t:
-        only_s = len(set(s) - set(t))
-        raise ModelError(
-            f"student {student_path!r} uses a different vocabulary than the teacher ({len(s)} vs {len(t)} "
-            f"tokens, {only_s} only in the student's): both read the same token ids, so they need the same "
-            "tokenizer. Use a student of the teacher's family, or student.type=truncate/shrink/bilstm."
-        )
 
 
 def default_metric(regression: bool) -> tuple[str, bool]:
