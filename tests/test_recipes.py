@@ -13,7 +13,7 @@ from textdistill.errors import ConfigError
 from textdistill.pipeline import load_recipe, resolve_pipeline
 from textdistill.recipes import recipe_names, recipe_path
 
-SHIPPED = ["bilstm", "distilbert", "ernie-tiny", "hinton", "minilmv2", "tinybert"]
+SHIPPED = ["bilstm", "compact", "distilbert", "ernie-tiny", "hinton", "minilmv2", "tinybert"]
 # The tiny teacher has 4 layers x 32 wide, 4 heads: shapes that fit it (uniform maps need 4 % layers == 0).
 SMALL = {
     "student_layers": 2,
@@ -27,6 +27,7 @@ SMALL = {
 EXPECTED = {
     ("bilstm", True): {"distill": "bilstm"},
     ("bilstm", False): {"distill": "bilstm"},
+    ("compact", False): {"kd": "pretrained"},
     ("distilbert", True): {"general": "truncate", "task": "from general"},
     ("distilbert", False): {"task": "truncate"},
     ("ernie-tiny", True): {"ft": "pretrained", "ged": "shrink", "td1": "from ged", "td2": "from td1"},
@@ -54,6 +55,7 @@ def fixture_params(tiny_teacher_dir, sentiment_files, tmp_path) -> dict[str, obj
         "task_train": str(sentiment_files["train"]),
         "task_dev": str(sentiment_files["dev"]),
         "corpus": str(corpus),
+        "student": str(tiny_teacher_dir),  # compact: a pretrained student directory
     }
 
 
@@ -144,3 +146,17 @@ def test_recipes_command(capsys):
     assert capsys.readouterr().out == recipe_path("hinton").read_text(encoding="utf-8")
     assert main(["recipes", "nope"]) == 2
     assert "recipe 'nope' is neither a shipped recipe" in capsys.readouterr().err
+
+
+def test_compact_without_a_student_truncates_the_teacher_and_trims_the_vocabulary(fixture_params, tmp_path):
+    recipe = load_recipe("compact")
+    params = {k: v for k, v in fixture_params.items() if k in recipe.params and k != "student"}
+    resolved = resolve_pipeline(recipe, params, tmp_path / "out")
+    [stage] = [s for s in resolved.stages if s.enabled]
+    assert stage.name == "kd_truncated"
+    student = stage.config.student
+    assert (student.type, student.num_layers, student.vocab) == ("truncate", 2, "auto")
+    assert [t.name for t in stage.config.objective] == ["kd_kl", "hard_ce"]
+    bad = {**params, "vocab": "most"}
+    with pytest.raises(ConfigError, match="student.vocab='most' is not full, auto"):
+        resolve_pipeline(recipe, bad, tmp_path / "out2")
