@@ -166,3 +166,76 @@ def test_bad_vocab_value_is_a_config_error(tmp_path, tiny_teacher_dir, sentiment
             "student.num_layers=2",
             "student.vocab=most",
         )
+
+
+def _glove_file(path: Path, words: dict[str, list[float]]) -> Path:
+    path.write_text(
+        "".join(f"{w} {' '.join(str(x) for x in v)}\n" for w, v in words.items()), encoding="utf-8"
+    )
+    return path
+
+
+def test_bilstm_glove_init_copies_each_words_vector(tmp_path, tiny_tokenizer):
+    from textdistill.models.bilstm import BiLSTMClassifier, BiLSTMConfig
+    from textdistill.models.glove import init_from_glove
+
+    vectors = {
+        "good": [1.0, 2.0, 3.0],
+        "movie": [-1.0, 0.5, 0.0],
+        "ing": [0.0, 0.0, 4.0],
+        "zebra": [9.0, 9.0, 9.0],
+    }
+    glove = _glove_file(tmp_path / "g.txt", vectors)
+    torch.manual_seed(0)
+    model = BiLSTMClassifier(BiLSTMConfig(vocab_size=len(tiny_tokenizer), num_labels=2, embedding_dim=3))
+    before = model.embeddings.weight.detach().clone()
+    assert init_from_glove(model.embeddings, tiny_tokenizer, glove) == 3  # good, movie, ##ing
+    w = model.embeddings.weight.detach()
+    rows = [tiny_tokenizer.convert_tokens_to_ids(t) for t in ("good", "movie", "##ing")]
+    got = w[rows]
+    ref = torch.tensor([vectors["good"], vectors["movie"], vectors["ing"]])
+    # one common scale for every copied vector (the table's std over GloVe's), directions kept exactly
+    scale = got[0, 0] / ref[0, 0]
+    assert torch.allclose(got, ref * scale, atol=1e-6)
+    others = [i for i in range(len(tiny_tokenizer)) if i not in rows]
+    assert torch.equal(w[others], before[others])
+
+
+def test_bilstm_glove_width_mismatch_names_the_fix(tmp_path, tiny_tokenizer):
+    from textdistill.models.bilstm import BiLSTMClassifier, BiLSTMConfig
+    from textdistill.models.glove import init_from_glove
+
+    glove = _glove_file(tmp_path / "g.txt", {"good": [1.0, 2.0]})
+    model = BiLSTMClassifier(BiLSTMConfig(vocab_size=len(tiny_tokenizer), num_labels=2, embedding_dim=3))
+    with pytest.raises(ConfigError, match="set student.embedding_dim=2"):
+        init_from_glove(model.embeddings, tiny_tokenizer, glove)
+
+
+def test_bilstm_with_glove_and_trimmed_vocab_distils(tmp_path, tiny_teacher_dir, sentiment_files):
+    from conftest import WORDS
+
+    glove = _glove_file(tmp_path / "g.txt", {w: [float(i), 1.0, -1.0, 0.5] for i, w in enumerate(WORDS)})
+    result = _run(
+        tiny_teacher_dir,
+        sentiment_files,
+        tmp_path / "run",
+        "student.type=bilstm",
+        "student.vocab=auto",
+        f"student.glove={glove}",
+        "student.embedding_dim=4",
+        "student.lstm_hidden=8",
+        "student.mlp_hidden=8",
+        "objective=[{name: kd_mse}]",
+    )
+    from transformers import AutoTokenizer
+
+    assert len(AutoTokenizer.from_pretrained(str(result.model_dir))) < len(WORDS) + 5 + 1
+    missing = tmp_path / "nope.txt"
+    with pytest.raises(ConfigError, match="student.glove.*does not exist"):
+        _run(
+            tiny_teacher_dir,
+            sentiment_files,
+            tmp_path / "run2",
+            "student.type=bilstm",
+            f"student.glove={missing}",
+        )
