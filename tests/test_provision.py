@@ -164,3 +164,11 @@ def test_provision_rejects_unknown_names(tmp_path):
 
     with pytest.raises(ModelError, match="unknown model name"):
         provision(["bert-large"], tmp_path)
+
+
+def test_provision_cli_unknown_name_exits_2_and_writes_nothing(tmp_path, capsys):
+    from textdistill.cli import main
+
+    assert main(["provision", "bert-large", "--root", str(tmp_path / "models")]) == 2
+    assert "unknown model name(s) ['bert-large']; choose from mpnet, minilm-l3, glove" in capsys.readouterr().err
+    assert not (tmp_path / "models").exists()
