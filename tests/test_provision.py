@@ -170,5 +170,7 @@ def test_provision_cli_unknown_name_exits_2_and_writes_nothing(tmp_path, capsys)
     from textdistill.cli import main
 
     assert main(["provision", "bert-large", "--root", str(tmp_path / "models")]) == 2
-    assert "unknown model name(s) ['bert-large']; choose from mpnet, minilm-l3, glove" in capsys.readouterr().err
+    assert (
+        "unknown model name(s) ['bert-large']; choose from mpnet, minilm-l3, glove" in capsys.readouterr().err
+    )
     assert not (tmp_path / "models").exists()
