@@ -16,10 +16,12 @@ Students (``--students`` picks a subset):
                         cross-tokenizer path off)
     bilstm-glove-trim   Tang et al. BiLSTM (GloVe 50-d init, 300 hidden), trimmed vocabulary, logit MSE
 
-Example (the command behind docs/results.md's compact section):
-    python benchmarks/sst2_compact.py --teacher ../shared/models/teacher-sst2-minilm \
+Example (the command behind docs/results.md's compact section; 1 thread, as the VM was shared):
+    textdistill provision --root models
+    OMP_NUM_THREADS=1 python benchmarks/sst2_compact.py --teacher ../shared/models/teacher-sst2-minilm \
         --models models --data ../shared/data/sst2 --work runs/bench-compact \
-        --train-examples 30000 --epochs 2
+        --train-examples 12000 --epochs 1 --threads 1 \
+        --students minilm-l3-trim bilstm-glove-trim minilm-l3-full
 
 ``--models`` is the folder ``textdistill provision --root DIR`` wrote. A finished student run is reused when
 the script is run again (delete its run directory to retrain it).
