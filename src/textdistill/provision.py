@@ -131,8 +131,8 @@ def assemble_mpnet(part_dirs: Sequence[Path], out: Path) -> dict[str, Any]:
     joined.unlink()
     from transformers import AutoModel, AutoTokenizer
 
-    model = AutoModel.from_pretrained(str(out))
-    tok = AutoTokenizer.from_pretrained(str(out))
+    model = AutoModel.from_pretrained(str(out), trust_remote_code=False)
+    tok = AutoTokenizer.from_pretrained(str(out), trust_remote_code=False)
     return {
         "model_type": model.config.model_type,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -183,7 +183,9 @@ def convert_minilm(onnx_dir: Path, mpnet_dir: Path, out: Path) -> dict[str, Any]
     vocab_file = out / "vocab.txt"
     vocab_file.write_text("\n".join(bert_vocab_from_mpnet(mpnet_dir / "vocab.txt")) + "\n", encoding="utf-8")
     tok = BertTokenizerFast(str(vocab_file), do_lower_case=True, model_max_length=512)
-    pieces = check_vocab_matches(tok, AutoTokenizer.from_pretrained(str(mpnet_dir)), PARITY_SENTENCES)
+    pieces = check_vocab_matches(
+        tok, AutoTokenizer.from_pretrained(str(mpnet_dir), trust_remote_code=False), PARITY_SENTENCES
+    )
     model = onnx_to_bert(onnx_path, num_heads=12)
     diff = onnx_parity(model, onnx_path, tok, PARITY_SENTENCES)
     if not diff <= PARITY_TOLERANCE:

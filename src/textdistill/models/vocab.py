@@ -180,7 +180,7 @@ def trim_tokenizer(tokenizer: Any, kept: Sequence[int]) -> Any:
                     str(new_id[int(k)]): v for k, v in cfg["added_tokens_decoder"].items()
                 }
             cfg_path.write_text(json.dumps(cfg, ensure_ascii=False, indent=2), encoding="utf-8")
-        return AutoTokenizer.from_pretrained(str(tmp))
+        return AutoTokenizer.from_pretrained(str(tmp), trust_remote_code=False)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
