@@ -143,11 +143,15 @@ def test_config_validate(capsys, tmp_path, tiny_teacher_dir, sentiment_files):
         "student.type=truncate",
         "student.num_layers=2",
     )
-    assert (rc, out) == (0, "config is valid for distill\n")
+    assert (rc, out) == (
+        0,
+        "task: single-sentence 2-class classification, columns sentence -> label, metric accuracy, "
+        "logit term kd_kl, lr 5e-05\nconfig and data are valid for distill\n",
+    )
     rc, out, _ = _main(
         capsys, "config", "validate", "--mode", "finetune", *args, f"student.path={tiny_teacher_dir}"
     )
-    assert (rc, out) == (0, "config is valid for finetune\n")
+    assert out.endswith("logit term hard_ce, lr 5e-05\nconfig and data are valid for finetune\n") and rc == 0
     rc, out, err = _main(capsys, "config", "validate", *args, "train.lrr=1", "student.type=bilstm")
     assert rc == EXIT_USER_ERROR and out == ""
     msg = _one_error(err)

@@ -30,7 +30,8 @@ def _problems(excinfo: pytest.ExceptionInfo[ConfigError]) -> list[str]:
 def test_defaults():
     cfg = load_config()
     assert cfg == Config()
-    assert cfg.train.lr == 5e-5 and cfg.train.batch_size == 32 and cfg.train.precision == "auto"
+    # lr unset: chosen by student kind when the run starts (task_inference.default_lr)
+    assert cfg.train.lr is None and cfg.train.batch_size == 32 and cfg.train.precision == "auto"
     assert [t.name for t in cfg.objective] == ["kd_kl"]
     assert cfg.student.type == "pretrained" and cfg.teacher.path is None
 
@@ -287,8 +288,9 @@ def test_bad_values(setup, monkeypatch):
     # A best-model metric evaluation never reports would never improve: no model would be saved.
     (problem,) = _validation_problems(_cfg(setup, "train.metric=macro-f1"))
     assert problem == (
-        "train.metric: 'macro-f1' is not a classification metric; did you mean 'macro_f1'? "
-        "(choose one of accuracy, macro_f1, mcc, last, or leave it unset)"
+        # data.regression unset (inferred when the run reads the data): either kind's metrics are valid
+        "train.metric: 'macro-f1' is not a task metric; did you mean 'macro_f1'? "
+        "(choose one of accuracy, macro_f1, mcc, f1, pearson, spearman, mse, last, or leave it unset)"
     )
     problem = _validation_problems(_cfg(setup, "train.metric=accuracy", "data.regression=true"))[0]
     assert problem.startswith("train.metric: 'accuracy' is not a regression metric (choose one of pearson")

@@ -149,8 +149,16 @@ def test_run_directory_contents(shrink_run):
     assert run["mode"] == "distill"
     assert run["state"]["step"] == run["state"]["total_steps"] == 60  # 160 rows / 16 x 6 epochs
     assert run["results"]["dev"] == result.dev_metrics
-    # The resolved config round-trips exactly.
-    assert load_config(d / "config.yaml") == cfg
+    # The resolved config (task settings inferred, see data/task_inference.py) round-trips exactly.
+    from textdistill.data.task_inference import resolve_task
+
+    resolved, _ = resolve_task(cfg, "distill")
+    assert load_config(d / "config.yaml") == resolved
+    assert (resolved.data.text_column, resolved.data.regression, resolved.train.metric) == (
+        "sentence",
+        False,
+        "accuracy",
+    )
     records = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
     train_lines = [r for r in records if "loss" in r]
     eval_lines = [r for r in records if "eval/accuracy" in r]

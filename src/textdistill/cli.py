@@ -88,19 +88,39 @@ def cmd_config(args: argparse.Namespace) -> int:
     from textdistill.config.loader import dump_yaml
     from textdistill.config.validate import for_mode, validate_config
 
-    cfg = for_mode(_load(args, {}), args.mode)
+    if args.action == "show" and args.help_keys:
+        from textdistill.config.keys_help import keys_help
+
+        print("\n".join(keys_help()))
+        return 0
+    extra = {"teacher.path": args.teacher}
+    if args.model:
+        extra.update({"student.type": "pretrained", "student.path": args.model})
+    cfg = for_mode(_load(args, extra), args.mode)
     if args.action == "show":
         print(dump_yaml(cfg), end="")
         return 0
     validate_config(cfg, args.mode)
-    print(f"config is valid for {args.mode}")
+    # Then the data: columns, labels and task, checked against the teacher's config (still no weights).
+    from textdistill.data.task import load_task_data
+    from textdistill.data.task_inference import resolve_task, teacher_id2label
+
+    resolved, spec = resolve_task(cfg, args.mode)
+    if resolved.data.format != "hf":
+        load_task_data(
+            resolved.data, teacher_id2label=teacher_id2label(resolved, args.mode), seed=resolved.train.seed
+        )
+    print(spec.describe())
+    print(f"config and data are valid for {args.mode}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from textdistill.evaluation.evaluate import evaluate_dir
 
-    metrics = evaluate_dir(args.model, args.data, overrides=args.overrides, batch_size=args.batch_size)
+    metrics = evaluate_dir(
+        args.model, args.data, overrides=args.overrides, batch_size=args.batch_size, announce=True
+    )
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -146,10 +166,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_num_processes(p)
     p.set_defaults(func=cmd_distill)
 
-    p = sub.add_parser("config", help="show or validate a resolved config")
+    p = sub.add_parser(
+        "config",
+        help="show or validate a resolved config",
+        description="show: print the resolved config (--help-keys: every key with its documentation). "
+        "validate: check the config, the models' configs and the data files (columns, labels, task) "
+        "without loading weights, and print the inferred task.",
+    )
     p.add_argument("action", choices=["show", "validate"])
     p.add_argument(
         "--mode", choices=["distill", "finetune"], default="distill", help="what the config is for"
+    )
+    p.add_argument("--teacher", "-t", help="fine-tuned teacher dir (sets teacher.path)")
+    p.add_argument("--model", "-m", help="finetune: pretrained model dir (sets student.path)")
+    p.add_argument(
+        "--help-keys",
+        action="store_true",
+        help="show: list every config key with its type, default and meaning",
     )
     _add_run_options(p)
     p.set_defaults(func=cmd_config)
@@ -158,7 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", "-m", required=True, help="model directory")
     p.add_argument("--data", "-d", required=True, help="labelled TSV/CSV/JSONL file")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="data options, e.g. text_column=text")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="data options, as in the config's data section without the prefix, e.g. text_column=text "
+        "text_pair_column=hypothesis label_column=score regression=true labels=[neg,pos]; unset columns "
+        "and the kind are inferred",
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="offline demo: fine-tune MiniLM on tweets, distil a 5x smaller student")

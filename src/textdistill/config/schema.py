@@ -1,7 +1,8 @@
 """The configuration schema: the single source of truth for every option.
 
 Plain stdlib dataclasses, usable from Python without YAML. Each field's docstring-style comment is shown by
-``textdistill config show --help-keys``. Precedence: defaults < YAML < ``key.sub=value`` overrides.
+``textdistill config show --help-keys``. A task setting left unset (None) is inferred from the data and the
+teacher (``textdistill.data.task_inference``) and printed in one ``task:`` line at the start of a run. Precedence: defaults < YAML < ``key.sub=value`` overrides.
 """
 
 from __future__ import annotations
@@ -86,16 +87,22 @@ class DataConfig:
     """Optional test file, evaluated once at the end."""
     format: str = "auto"
     """auto (by extension) | tsv | csv | jsonl | hf."""
-    text_column: str = "sentence"
-    """Column holding the text (or the first text of a pair)."""
+    text_column: str | None = None
+    """Column holding the text (or the first text of a pair). Unset: inferred from the header: a known pair
+    (sentence1/sentence2, question/sentence, premise/hypothesis, text_a/text_b, question1/question2) makes a
+    sentence-pair task, else the first of sentence, text, content, review, comment, document, tweet.
+    Setting it turns off pair inference (set text_pair_column too for pairs)."""
     text_pair_column: str | None = None
-    """Column holding the second text of a pair (e.g. QNLI 'sentence')."""
-    label_column: str = "label"
-    """Column holding the label (string or integer; float for regression)."""
+    """Column holding the second text of a pair (e.g. QNLI 'sentence'); inferred with text_column."""
+    label_column: str | None = None
+    """Column holding the label (string or integer; float for regression). Unset: the first of label,
+    labels, score, gold_label, target, class, sentiment, y in the header."""
     labels: list[str] | None = None
     """Label order (ids follow it). Default: the teacher's label map, else sorted labels of the train set."""
-    regression: bool = False
-    """Treat the label as a real number (num_labels = 1)."""
+    regression: bool | None = None
+    """Treat the label as a real number (num_labels = 1). Unset: inferred: true when the teacher has one
+    output, or (no teacher) when every train label is a number and some value has a fraction or there are
+    more than 10 distinct values; false otherwise."""
     encoding: str = "utf-8"
     """Text encoding of the files (e.g. latin-1)."""
     skip_bad_rows: bool = False
@@ -161,8 +168,10 @@ class TrainConfig:
     """Examples per evaluation / teacher-cache batch (sorted by length, so batches carry little padding).
     On the 2-core development CPU, scoring the SST-2 teacher on dev took 6.3 / 7.0 / 8.4 s at 32 / 64 / 128
     (docs/performance.md); raise it on GPUs."""
-    lr: float = 5e-5
-    """Peak learning rate of AdamW."""
+    lr: float | None = None
+    """Peak learning rate of AdamW. Unset: by student kind: 5e-4 for students that start from random
+    weights (distill with student.type shrink or bilstm), 5e-5 for pretrained weights (finetune, and
+    distill with student.type pretrained or truncate)."""
     weight_decay: float = 0.01
     """AdamW weight decay (not applied to biases and LayerNorm weights)."""
     warmup_ratio: float = 0.1
@@ -186,8 +195,12 @@ class TrainConfig:
     keep_checkpoints: int = 2
     """How many resumable checkpoints to keep (the best model is kept separately)."""
     metric: str | None = None
-    """Metric that selects the best model (default: accuracy, or pearson for regression); ``last`` keeps
-    the model of the last evaluation (e.g. an intermediate-layer stage whose head is not trained yet)."""
+    """The task metric: it selects the best model and is the one eval_results.json, the report and
+    retention use. Unset: inferred from the task: pearson for regression; mcc for acceptability (a data or
+    teacher path naming cola / acceptability); f1 (of class id 1) for binary paraphrase / duplicate tasks
+    (mrpc, qqp, paraphrase, duplicate in a path or class name); macro_f1 for 5 or more classes; accuracy
+    otherwise. ``last`` keeps the model of the last evaluation (e.g. an intermediate-layer stage whose head
+    is not trained yet)."""
     early_stopping_patience: int | None = None
     """Stop after this many evaluations without improvement."""
     log_every: int = 20
@@ -213,7 +226,11 @@ class Config:
     """Data augmentation of the training set (TinyBERT / Tang et al.); augmented rows get the teacher's
     soft labels only (hard-label terms skip them)."""
     report: bool = True
-    """distill: write report.md / report.json / plots for the student at the end of the run."""
+    """distill: write report.md / report.json / plots for the student at the end of the run: size,
+    compression, the task metric, retention and agreement on the whole dev set (seconds)."""
+    report_speed: bool = False
+    """distill: also time CPU latency / throughput and compute teacher-student layer CKA in that report
+    (about a minute for a MiniLM-size teacher on a 2-core CPU; ``textdistill benchmark`` does the same)."""
     output_dir: str = "runs/textdistill"
     """Run directory (resolved config, best model, metrics, report)."""
     overwrite: bool = False

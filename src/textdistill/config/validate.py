@@ -162,7 +162,7 @@ def train_value_problems(cfg: Config) -> list[str]:
     except ConfigError as e:
         problems.extend(e.problems)
     for key, value in (("train.lr", t.lr), ("train.epochs", t.epochs)):
-        if not value > 0:
+        if value is not None and not value > 0:  # lr None: by student kind (task_inference.default_lr)
             problems.append(f"{key}: must be > 0, got {value}")
     for key, value in (("train.batch_size", t.batch_size), ("train.eval_batch_size", t.eval_batch_size)):
         if value < 1:
@@ -215,11 +215,14 @@ def validate_config(cfg: Config, mode: str = "distill", *, num_labels: int | Non
         from textdistill.evaluation.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
         # "last": keep the model of the last evaluation (see TrainConfig.metric)
-        valid = (*(REGRESSION_METRICS if d.regression else CLASSIFICATION_METRICS), "last")
+        if d.regression is None:  # not inferred yet: either kind's metrics
+            valid = (*CLASSIFICATION_METRICS, *REGRESSION_METRICS, "last")
+        else:
+            valid = (*(REGRESSION_METRICS if d.regression else CLASSIFICATION_METRICS), "last")
         if t.metric not in valid:
             close = difflib.get_close_matches(t.metric, valid, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            task = "regression" if d.regression else "classification"
+            task = "regression" if d.regression else "classification" if d.regression is False else "task"
             problems.append(
                 f"train.metric: {shorten(t.metric)} is not a {task} metric{hint} (choose one of {', '.join(valid)}, "
                 "or leave it unset)"

@@ -199,6 +199,12 @@ def resolve_label_map(
         label_map = LabelMap(tuple(present), source="train")
         ours_from = "the sorted train labels"
 
+    if teacher is not None and len(teacher) == 1 and configured is None:
+        raise DataError(
+            f"the model has one output (id2label {_show(teacher)}): it is a regression model, but the labels "
+            f"are read as {len(present)} classes. Fix: set data.regression=true (--regression for benchmark "
+            f"and export), or use a classifier fine-tuned on these classes."
+        )
     if teacher is not None:
         ours = list(label_map.names)
         if len(ours) != len(teacher):
@@ -234,8 +240,29 @@ def check_labels(result: ReadResult, label_map: LabelMap) -> None:
         label = example.label
         if label is not None and label not in label_map:
             unit = "row" if result.source.startswith("hf:") else "line"
+            hint = ""
+            if _is_number(label) and all(_is_number(n) for n in label_map.names):
+                hint = (
+                    " The labels are numbers: if they are scores (a regression task), set "
+                    "data.regression=true."
+                )
             raise DataError(
                 f"{result.source}, {unit} {line}: label {label!r} is not one of the known labels "
-                f"{list(label_map.names)} (from {label_map.source}). Fix: correct the label, or add it to "
-                f"data.labels if the model really has that class."
+                f"{_short_list(label_map.names)} (from {label_map.source}). Fix: correct the label, or add it "
+                f"to data.labels if the model really has that class.{hint}"
             )
+
+
+def _is_number(text: object) -> bool:
+    try:
+        float(str(text))
+    except ValueError:
+        return False
+    return True
+
+
+def _short_list(names: tuple[str, ...], limit: int = 20) -> str:
+    """The class names as a list, cut after ``limit`` (a regression file read as classes has hundreds)."""
+    if len(names) <= limit:
+        return str(list(names))
+    return "[" + ", ".join(repr(n) for n in names[:limit]) + f", ... ({len(names)} labels in all)]"

@@ -82,6 +82,10 @@ def load_task_data(
         ConfigError: inconsistent data settings (no train set, dev and dev_fraction both set...).
         DataError: anything the readers or the label checks reject.
     """
+    if cfg.train and (cfg.text_column is None or cfg.label_column is None or cfg.regression is None):
+        from textdistill.data.task_inference import infer_data
+
+        cfg, _ = infer_data(cfg, teacher_id2label)  # unset columns / kind: inferred as every command does
     _check_data_config(cfg, teacher_id2label)
 
     def read_file(path: str, require_labels: bool) -> ReadResult:
@@ -147,7 +151,7 @@ def load_task_data(
     test = _subset(test, cfg.max_eval_examples, f"{seed}:test")
 
     stats = _split_stats(cfg, label_map, (train_r, dev_r, test_r), (train, dev, test))
-    return TaskData(train, dev, test, label_map, cfg.regression, stats)
+    return TaskData(train, dev, test, label_map, bool(cfg.regression), stats)
 
 
 def _check_data_config(cfg: DataConfig, teacher_id2label: Mapping[int, str] | None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from textdistill.data.task_inference import eval_task, model_id2label
 from textdistill.errors import ConfigError
 from textdistill.evaluation.cka import cka_matrix, collect_representations
 from textdistill.evaluation.compression import (
@@ -28,7 +30,7 @@ from textdistill.evaluation.compression import (
     size_on_disk,
 )
 from textdistill.evaluation.eval_data import EvalData, model_tokenizer, read_labelled
-from textdistill.evaluation.metrics import agreement, evaluate_model
+from textdistill.evaluation.metrics import agreement, agreement_measure, evaluate_model
 from textdistill.evaluation.report import slug, write_report
 from textdistill.evaluation.speed import environment, measure_onnx, measure_torch, torch_threads
 from textdistill.models.outputs import HIDDEN_STATES
@@ -58,12 +60,12 @@ def run_benchmark(
     data_path: str | os.PathLike[str],
     *,
     out_dir: str | os.PathLike[str],
-    text_column: str = "sentence",
+    text_column: str | None = None,
     text_pair_column: str | None = None,
-    label_column: str = "label",
+    label_column: str | None = None,
     format: str = "auto",
     encoding: str = "utf-8",
-    regression: bool = False,
+    regression: bool | None = None,
     labels: list[str] | None = None,
     max_length: int = 128,
     max_examples: int | None = None,
@@ -80,6 +82,9 @@ def run_benchmark(
     cka_rows: int = 2048,
     seed: int = 0,
     plots: bool = True,
+    metric: str | None = None,
+    speed: bool = True,
+    announce: bool = False,
 ) -> dict[str, Any]:
     """Benchmark a teacher and its students on a labelled data file, and write the report to ``out_dir``.
 
@@ -92,7 +97,8 @@ def run_benchmark(
         out_dir: report directory (ONNX exports go to ``out_dir/onnx/<model>``).
         text_column, text_pair_column, label_column, format, encoding: how to read the file (the text,
             the optional second text of a pair and the label columns; ``auto``/``tsv``/``csv``/``jsonl``).
-        regression: real-valued labels (metric: Pearson).
+            Unset columns are inferred from the header (:mod:`textdistill.data.task_inference`).
+        regression: real-valued labels (metric: Pearson); None: a teacher with one output is regression.
         labels: class order (default: the teacher's label map).
         max_length: tokens per example after truncation.
         max_examples: evaluate a seeded random subset of this many examples (None: all).
@@ -110,6 +116,9 @@ def run_benchmark(
         cka_rows: token rows (or examples, for students with another tokenizer) used for CKA.
         seed: seed of the subsets.
         plots: draw the PNG plots.
+        metric: the task metric of the report and retention (None: inferred from the task).
+        speed: time latency and throughput (False: quality and size only, much faster).
+        announce: print the inferred task line on stderr.
 
     Returns:
         The results dict (schema in :mod:`textdistill.evaluation.report`), also written as
@@ -126,11 +135,27 @@ def run_benchmark(
     use_gpu = torch.cuda.is_available() if gpu is None else bool(gpu)
     use_bf16 = cpu_supports_fast_bf16() if bf16 is None else bool(bf16)
     speed_kw = {"warmup": warmup, "repeats": repeats, "latency_examples": latency_examples}
-    settings = _Settings(n_threads, use_bf16, use_gpu, onnx, regression, 0, speed_kw, out / "onnx")
-    read_kw = dict(
+    spec = eval_task(
+        data_path,
+        model_id2label(teacher_dir),  # from config.json: the task is known before any weights load
         text_column=text_column,
         text_pair_column=text_pair_column,
         label_column=label_column,
+        format=format,
+        encoding=encoding,
+        regression=regression,
+        labels=labels,
+        names=[str(teacher_dir)],
+        metric=metric,
+    )
+    if announce:
+        print(f"textdistill benchmark: {spec.describe()}", file=sys.stderr)
+    regression = spec.regression
+    settings = _Settings(n_threads, use_bf16, use_gpu, onnx, regression, 0, speed_kw, out / "onnx", speed)
+    read_kw = dict(
+        text_column=spec.text_column,
+        text_pair_column=spec.text_pair_column,
+        label_column=spec.label_column,
         format=format,
         encoding=encoding,
         regression=regression,
@@ -142,6 +167,7 @@ def run_benchmark(
     bench = _load(teacher_dir, student_dirs, data_path, read_kw, encode_kw)
     settings.flops_len = max(1, round(sum(bench.data[0].lengths) / bench.num_examples))
     task = _task_record(data_path, bench, settings, max_length, speed_examples, batch_size)
+    task.update(metric=spec.metric, spec=spec.to_dict(), agreement=agreement_measure(regression))
     results = {"environment": environment(n_threads), "task": task, "models": [], "entries": [], "cka": {}}
     results["exports"] = {}
     # evaluation, export checks and CKA use the same thread count as the timings
@@ -275,6 +301,7 @@ class _Settings:
     flops_len: int
     speed_kw: dict[str, Any]
     onnx_dir: Path
+    speed: bool = True
 
 
 def _benchmark_model(
@@ -295,15 +322,21 @@ def _benchmark_model(
     metrics, logits = evaluate_model(model, enc.eval_batches, regression=regression, device="cpu")
     # the teacher's own agreement is with itself (1.0); students compare with the teacher's fp32 logits
     ref_logits = teacher_logits if teacher_logits is not None else logits
-    speed = measure_torch(model, enc.speed_batches, threads=settings.threads, precision="fp32", **speed_kw)
+    speed = (
+        measure_torch(model, enc.speed_batches, threads=settings.threads, precision="fp32", **speed_kw)
+        if settings.speed
+        else None
+    )
     entries = [_entry(name, "pytorch", "fp32", "cpu", logits, ref_logits, metrics, speed, nbytes)]
 
     if settings.bf16:
         m_bf16, l_bf16 = evaluate_model(
             model, enc.eval_batches, regression=regression, device="cpu", autocast_dtype=torch.bfloat16
         )
-        s_bf16 = measure_torch(
-            model, enc.speed_batches, threads=settings.threads, precision="bf16", **speed_kw
+        s_bf16 = (
+            measure_torch(model, enc.speed_batches, threads=settings.threads, precision="bf16", **speed_kw)
+            if settings.speed
+            else None
         )
         entries.append(_entry(name, "pytorch", "bf16", "cpu", l_bf16, ref_logits, m_bf16, s_bf16, nbytes))
 

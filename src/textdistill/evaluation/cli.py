@@ -15,11 +15,23 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("data")
     g.add_argument("--data", "-d", required=True, help="labelled dev file (TSV/CSV/JSONL)")
     g.add_argument("--format", default="auto", help="auto (by extension) | tsv | csv | jsonl")
-    g.add_argument("--text-column", default="sentence", help="column of the text (default: sentence)")
+    g.add_argument(
+        "--text-column",
+        default=None,
+        help="column of the text (default: inferred from the header: sentence1/sentence2, question/sentence, "
+        "premise/hypothesis... make a pair; else sentence, text...)",
+    )
     g.add_argument("--text-pair-column", default=None, help="column of the second text of a pair")
-    g.add_argument("--label-column", default="label", help="column of the label (default: label)")
+    g.add_argument(
+        "--label-column", default=None, help="column of the label (default: label, labels, score... found)"
+    )
     g.add_argument("--encoding", default="utf-8", help="file encoding (default: utf-8)")
-    g.add_argument("--regression", action="store_true", help="real-valued labels")
+    g.add_argument(
+        "--regression",
+        action="store_true",
+        default=None,
+        help="real-valued labels (default: inferred: a model with one output is a regression model)",
+    )
     g.add_argument("--max-length", type=int, default=128, help="tokens per example (default: 128)")
     g.add_argument("--max-examples", type=int, default=None, help="use a seeded random subset of N examples")
 
@@ -64,6 +76,14 @@ def register(subparsers: Any) -> None:
         help="bf16 autocast rows on CPU: auto = only with native bf16 (default)",
     )
     s.add_argument("--no-cka", action="store_true", help="skip teacher/student layer CKA")
+    s.add_argument(
+        "--no-speed", action="store_true", help="skip latency/throughput timing (quality and size only)"
+    )
+    s.add_argument(
+        "--metric",
+        default=None,
+        help="task metric of the report and retention (default: inferred, as train.metric is)",
+    )
     s.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.set_defaults(func=cmd_benchmark)
 
@@ -87,6 +107,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         bf16={"auto": None, "on": True, "off": False}[args.bf16],
         cka=not args.no_cka,
         plots=not args.no_plots,
+        speed=not args.no_speed,
+        metric=args.metric,
+        announce=True,
         **data_kwargs(args),
     )
     with open(results["files"]["markdown"], encoding="utf-8") as f:

@@ -99,7 +99,10 @@ def read_labelled(
     if not regression:
         label_map = resolve_label_map([str(e.label) for e in read.examples], labels, id2label)
         check_labels(read, label_map)
-    examples = _seeded_subset(list(read.examples), max_examples, seed)
+    from textdistill.data.task import _subset
+
+    # the subset a run with train.seed=seed and data.max_eval_examples evaluates: the same dev rows
+    examples = _subset(list(read.examples), max_examples, f"{seed}:dev")
     if not examples:
         raise DataError(f"{data_path}: no examples to evaluate on.")
     return examples, label_map

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 
 from textdistill.config.loader import resolve_config
@@ -16,11 +18,16 @@ def evaluate_dir(
     overrides: list[str] | None = None,
     batch_size: int = 128,
     precision: str = "auto",
+    announce: bool = False,
 ) -> dict[str, float]:
     """Accuracy / macro-F1 / MCC (or Pearson / Spearman for regression) of a saved model on ``data``.
 
     The label names in the file are mapped through the model's own label map (saved with every textdistill
-    model); a label the model does not know is an error naming the file and line.
+    model); a label the model does not know is an error naming the file and line. A model with HF's
+    placeholder names (``LABEL_0``, ``LABEL_1``...) reads integer labels as its ids. Columns are inferred
+    from the header and a model with one output is scored as regression
+    (:func:`~textdistill.data.task_inference.eval_task`); a model that predicts one class for every example
+    gets a warning.
 
     Args:
         model_dir: a directory written by textdistill (HF or BiLSTM), a textdistill run directory (its
@@ -29,14 +36,14 @@ def evaluate_dir(
         overrides: ``key=value`` settings of the data section (e.g. ``text_column=text``).
         batch_size: evaluation batch size.
         precision: auto | fp32 | bf16.
+        announce: print the inferred task line (on stderr: stdout carries the metrics JSON).
     """
     import torch
 
     from textdistill.data.collate import Collator
     from textdistill.data.encoding import EncodedDataset
-    from textdistill.data.labels import LabelMap, check_labels
-    from textdistill.data.readers import read_examples
     from textdistill.data.samplers import make_loader
+    from textdistill.data.task_checks import single_class_warning, warn
     from textdistill.evaluation.metrics import evaluate_model
     from textdistill.models.io import load_student
     from textdistill.models.teacher import load_tokenizer
@@ -55,23 +62,14 @@ def evaluate_dir(
     model = load_student(model_dir)
     tokenizer = load_tokenizer(model_dir)
     id2label = _id2label(model)
-    regression = cfg.regression or len(id2label) == 1 and not cfg.labels
-    result = read_examples(
-        data,
-        format=cfg.format,
-        text_column=cfg.text_column,
-        text_pair_column=cfg.text_pair_column,
-        label_column=cfg.label_column,
-        encoding=cfg.encoding,
-        skip_bad_rows=cfg.skip_bad_rows,
-        regression=regression,
-    )
-    label_map = None
-    if not regression:
-        label_map = LabelMap(names=[id2label[i] for i in range(len(id2label))], source="model")
-        check_labels(result, label_map)
-    if not result.examples:
-        raise DataError(f"{data}: no examples to evaluate")
+    try:
+        spec, result, label_map = _read(data, cfg, id2label, model_dir)
+    except DataError as e:
+        # evaluate takes the data options as bare key=value overrides: name them as the user types them
+        raise DataError(_evaluate_keys(str(e))) from None
+    if announce:
+        print(f"textdistill evaluate: {spec.describe()}", file=sys.stderr)
+    regression = spec.regression
     ds = EncodedDataset(result.examples, tokenizer, cfg.max_length, label_map, regression=regression)
     loader = make_loader(
         ds,
@@ -83,14 +81,67 @@ def evaluate_dir(
     )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    metrics, _ = evaluate_model(
+    metrics, logits = evaluate_model(
         model,
         loader,
         regression=regression,
         device=device,
         autocast_dtype=autocast_dtype(resolve_precision(precision, device)),
     )
+    names = list(label_map.names) if label_map is not None else None
+    warn(single_class_warning("the model", logits, regression=regression, class_names=names))
     return metrics
+
+
+def _read(data: str | Path, cfg: DataConfig, id2label: dict[int, str], model_dir: Path) -> tuple:
+    """The task, the examples and the label map of an evaluation file read for a model.
+
+    The model's label map decides the ids. A model whose ``id2label`` holds HF placeholders
+    (``LABEL_0``...) never named its classes: integer labels in the file are then taken as its ids (and
+    ``labels=[...]`` may name them), as :func:`~textdistill.data.labels.resolve_label_map` does for teachers.
+    """
+    from textdistill.data.labels import check_labels, resolve_label_map
+    from textdistill.data.readers import read_examples
+    from textdistill.data.task_inference import eval_task
+
+    spec = eval_task(
+        data,
+        id2label,
+        text_column=cfg.text_column,
+        text_pair_column=cfg.text_pair_column,
+        label_column=cfg.label_column,
+        format=cfg.format,
+        encoding=cfg.encoding,
+        regression=cfg.regression,
+        labels=cfg.labels,
+        names=[str(model_dir)],
+    )
+    result = read_examples(
+        data,
+        format=cfg.format,
+        text_column=spec.text_column,
+        text_pair_column=spec.text_pair_column,
+        label_column=spec.label_column,
+        encoding=cfg.encoding,
+        skip_bad_rows=cfg.skip_bad_rows,
+        regression=spec.regression,
+    )
+    label_map = None
+    if not spec.regression:
+        labels = [str(e.label) for e in result.examples if e.label is not None]
+        label_map = resolve_label_map(labels, cfg.labels, id2label)
+        check_labels(result, label_map)
+    if not result.examples:
+        raise DataError(f"{data}: no examples to evaluate")
+    return spec, result, label_map
+
+
+def _evaluate_keys(message: str) -> str:
+    """``data.text_column`` -> ``text_column`` in a message: evaluate's overrides have no section."""
+    renamed = re.sub(r"\bdata\.([a-z_]+)", r"\1", message)
+    if renamed == message:
+        return message
+    return f"{renamed} (evaluate takes these settings as key=value arguments, e.g. text_column=text)"
 
 
 def _id2label(model) -> dict[int, str]:

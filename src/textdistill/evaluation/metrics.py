@@ -1,8 +1,10 @@
-"""Task metrics (accuracy, macro-F1, MCC; Pearson, Spearman, MSE), model evaluation and teacher agreement.
+"""Task metrics (accuracy, macro-F1, MCC, positive-class F1; Pearson, Spearman, MSE), model evaluation and
+teacher agreement.
 
 Everything is plain numpy/torch (no scikit-learn dependency). Metric names are the keys the trainer and
-the report use: ``accuracy``, ``macro_f1``, ``mcc`` for classification and ``pearson``, ``spearman``,
-``mse`` for regression; every result also carries ``n``, the number of labelled examples scored.
+the report use: ``accuracy``, ``macro_f1``, ``mcc`` (and ``f1``, the F1 of class id 1, for binary tasks)
+for classification and ``pearson``, ``spearman``, ``mse`` for regression; every result also carries ``n``,
+the number of labelled examples scored.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from torch import nn
 from textdistill.data.encoding import IGNORE_INDEX
 from textdistill.errors import DataError
 
-CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "mcc")
+CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "mcc", "f1")
+"""Classification metrics; ``f1`` (positive-class F1) is reported only when every id is 0 or 1."""
 REGRESSION_METRICS = ("pearson", "spearman", "mse")
 
 
@@ -45,6 +48,9 @@ def compute_metrics(
       ``s = N``: ``MCC = (c s - sum_k p_k t_k) / sqrt((s^2 - sum_k p_k^2)(s^2 - sum_k t_k^2))``; 0 when a
       factor of the denominator is 0 (all predictions or all labels in one class). For two classes it
       equals the usual ``(TP TN - FP FN) / sqrt(...)``.
+    - ``f1`` (binary tasks only: every label and prediction is id 0 or 1): F1 of the positive class, id 1,
+      ``2 TP / (2 TP + FP + FN)`` (0 when id 1 never occurs in labels or predictions); the metric MRPC /
+      QQP-style paraphrase tasks report.
 
     Regression (``regression=True``):
 
@@ -103,12 +109,15 @@ def compute_metrics(
     pred, gold = pred[keep], gold[keep]
     if gold.size == 0:
         return {"n": 0}
-    return {
+    out = {
         "accuracy": float(np.mean(pred == gold)),
         "macro_f1": macro_f1(pred, gold),
         "mcc": matthews_corrcoef(pred, gold),
-        "n": int(gold.size),
     }
+    if int(max(pred.max(), gold.max())) <= 1 and int(min(pred.min(), gold.min())) >= 0:
+        out["f1"] = positive_f1(pred, gold)
+    out["n"] = int(gold.size)
+    return out
 
 
 def _confusion(pred: np.ndarray, gold: np.ndarray) -> np.ndarray:
@@ -126,6 +135,16 @@ def macro_f1(pred: np.ndarray, gold: np.ndarray) -> float:
     denom = 2 * tp + (cm.sum(axis=0) - tp) + (cm.sum(axis=1) - tp)  # 2TP + FP + FN
     # denom > 0 for every class present in either array
     return float(np.mean(2 * tp / denom))
+
+
+def positive_f1(pred: np.ndarray, gold: np.ndarray, positive: int = 1) -> float:
+    """F1 of class ``positive``: ``2 TP / (2 TP + FP + FN)``; 0 when it is neither predicted nor present."""
+    pred, gold = np.asarray(pred), np.asarray(gold)
+    tp = float(np.sum((pred == positive) & (gold == positive)))
+    fp = float(np.sum((pred == positive) & (gold != positive)))
+    fn = float(np.sum((pred != positive) & (gold == positive)))
+    denom = 2 * tp + fp + fn
+    return 2 * tp / denom if denom > 0 else 0.0
 
 
 def matthews_corrcoef(pred: np.ndarray, gold: np.ndarray) -> float:
@@ -195,6 +214,13 @@ def agreement(student_logits: Any, teacher_logits: Any) -> float:
     if s.ndim == 1 or s.shape[1] == 1:
         return pearson(s.reshape(-1), t.reshape(-1))
     return float(np.mean(s.argmax(axis=1) == t.argmax(axis=1)))
+
+
+def agreement_measure(regression: bool) -> str:
+    """What :func:`agreement` measures, in words (reports and JSON say it next to the number)."""
+    if regression:
+        return "Pearson correlation of the student's and the teacher's outputs"
+    return "share of examples where the student's predicted class equals the teacher's"
 
 
 def collect_logits(

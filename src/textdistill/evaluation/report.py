@@ -35,6 +35,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from textdistill.evaluation.report_notes import agreement_header, agreement_note, noise_note
+
 log = logging.getLogger(__name__)
 
 PLOT_HINT = "pip install 'textdistill[report]'"
@@ -169,7 +171,7 @@ def _markdown(results: dict[str, Any], plots: dict[str, str], plot_note: str | N
     metric = _primary_metric(results)
     out = ["# textdistill benchmark", "", *_header(results, metric)]
     out += _size_section(results.get("models") or [])
-    out += _quality_section(results.get("entries") or [], metric)
+    out += _quality_section(results.get("entries") or [], metric, agreement_header(results))
     out += _cka_section(results.get("cka") or {})
     out += ["## Plots", ""]
     if plots:
@@ -194,6 +196,7 @@ def _header(results: dict[str, Any], metric: str) -> list[str]:
             f"tokens; FLOPs at {task.get('flops_seq_len', '-')} tokens.",
             "",
         ]
+        out += [f"{note}\n" for note in (noise_note(results, metric), agreement_note(results)) if note]
     if env:
         bf16 = env.get("bf16") or {}
         out += [
@@ -240,7 +243,9 @@ def _size_section(models: list[dict[str, Any]]) -> list[str]:
     return ["## Size and cost", "", _columns_table(columns, models), ""]
 
 
-def _quality_section(entries: list[dict[str, Any]], metric: str) -> list[str]:
+def _quality_section(
+    entries: list[dict[str, Any]], metric: str, agreement_title: str = "Agreement w/ teacher"
+) -> list[str]:
     """Metric, retention, agreement, latency and throughput of every model variant; then all metrics."""
     if not entries:
         return []
@@ -263,7 +268,7 @@ def _quality_section(entries: list[dict[str, Any]], metric: str) -> list[str]:
         ("Size (MB)", lambda e: _fmt(e.get("size_bytes"), ".1f", 1e-6)),
         (metric, lambda e: metric_of(e, metric)),
         ("Retention (%)", lambda e: _fmt(e.get("retention"), ".1f")),
-        ("Agreement w/ teacher", lambda e: _fmt(e.get("agreement"), ".4f")),
+        (agreement_title, lambda e: _fmt(e.get("agreement"), ".4f")),
         ("Latency p50 (ms, bs 1)", lambda e: speed(e, "latency_ms_p50", ".2f")),
         ("Latency p90 (ms, bs 1)", lambda e: speed(e, "latency_ms_p90", ".2f")),
         (f"Throughput (ex/s, bs {batch})", lambda e: speed(e, "throughput_eps", ".1f")),

@@ -47,6 +47,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         threads=args.threads,
         max_examples=options.pop("max_examples") or 512,
+        announce=True,
         **options,
     )
     print(json.dumps(result.to_dict(), indent=2))

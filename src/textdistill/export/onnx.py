@@ -19,6 +19,7 @@ import inspect
 import json
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -73,6 +74,7 @@ class ExportResult:
             batches were given.
         agreement: argmax agreement (Pearson for regression) of ``onnx_fp32`` / ``onnx_int8`` with
             ``pytorch``, over the dev batches (or the parity inputs without dev batches).
+        agreement_measure: what ``agreement`` measures, in words.
         sizes: bytes of ``onnx_fp32`` and ``onnx_int8``.
         dev_logits: per variant the ``(N, C)`` dev logits in example-id order (not serialised), so callers
             can compare them with other models without running the graphs again.
@@ -89,6 +91,7 @@ class ExportResult:
     int8_max_abs_diff: float | None = None
     dev_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     agreement: dict[str, float] = field(default_factory=dict)
+    agreement_measure: str = ""
     sizes: dict[str, int] = field(default_factory=dict)
     dev_logits: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
@@ -310,6 +313,7 @@ def export_onnx(
         sizes={"onnx_fp32": onnx_path.stat().st_size},
     )
     result.agreement["onnx_fp32"] = agreement(np.concatenate(fp32), np.concatenate(reference))
+    result.agreement_measure = _agreement_measure(np.concatenate(reference))
     outputs = {"pytorch": reference, "onnx_fp32": fp32}
     if quantize_int8:
         outputs["onnx_int8"] = _quantize(result, parity, reference, threads)
@@ -318,6 +322,15 @@ def export_onnx(
     _write_files(model, tokenizer, result, id2label)
     log.info("exported %s to %s (max |delta logit| %.2e)", type(model).__name__, onnx_path, max_diff)
     return result
+
+
+def _agreement_measure(reference: np.ndarray) -> str:
+    """What the export's agreement measures (argmax match, or Pearson r for a one-output model)."""
+    from textdistill.evaluation.metrics import agreement_measure
+
+    single_output = reference.reshape(len(reference), -1).shape[1] == 1
+    measure = agreement_measure(single_output)
+    return measure.replace("student", "exported graph").replace("teacher", "PyTorch model")
 
 
 def _trace(model: nn.Module, sample_batch: Mapping[str, Any], onnx_path: Path, opset: int) -> None:
@@ -471,6 +484,7 @@ def export_dir(
     max_examples: int | None = 512,
     batch_size: int = 32,
     threads: int | None = None,
+    announce: bool = False,
     **data_options: Any,
 ) -> ExportResult:
     """Export a saved model directory, tracing and checking it on real examples of a labelled file.
@@ -486,21 +500,46 @@ def export_dir(
         max_examples: seeded subset of the file used (None: all).
         batch_size: examples per batch.
         threads: onnxruntime threads of the checks.
+        announce: print the inferred task line on stderr.
         **data_options: ``text_column``, ``text_pair_column``, ``label_column``, ``format``, ``encoding``,
-            ``regression`` (see :func:`textdistill.evaluation.benchmark.read_labelled`).
+            ``regression`` (see :func:`textdistill.evaluation.benchmark.read_labelled`); unset columns and
+            kind are inferred (:func:`textdistill.data.task_inference.eval_task`: a model with one output is
+            a regression model).
 
     Returns:
         The :class:`ExportResult`.
     """
+    from textdistill.data.task_inference import eval_task
     from textdistill.evaluation.eval_data import EvalData, model_tokenizer, read_labelled
     from textdistill.models.io import load_student
 
     model = load_student(model_dir)
     tokenizer = model_tokenizer(model_dir)
     id2label = _label_map(model, None)
-    regression = bool(data_options.get("regression", False))
+    spec = eval_task(
+        data_path,
+        {int(k): str(v) for k, v in dict(id2label or {}).items()},
+        text_column=data_options.pop("text_column", None),
+        text_pair_column=data_options.pop("text_pair_column", None),
+        label_column=data_options.pop("label_column", None),
+        format=data_options.get("format", "auto"),
+        encoding=data_options.get("encoding", "utf-8"),
+        regression=data_options.pop("regression", None),
+        labels=data_options.get("labels"),
+        names=[str(model_dir)],
+    )
+    if announce:
+        print(f"textdistill export: {spec.describe()}", file=sys.stderr)
+    regression = spec.regression
     examples, label_map = read_labelled(
-        data_path, id2label=id2label, max_examples=max_examples, **data_options
+        data_path,
+        id2label=id2label,
+        max_examples=max_examples,
+        text_column=spec.text_column,
+        text_pair_column=spec.text_pair_column,
+        label_column=spec.label_column,
+        regression=regression,
+        **data_options,
     )
     data = EvalData(
         examples,

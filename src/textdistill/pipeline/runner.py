@@ -378,9 +378,12 @@ def _run_stage(
 def _augment(out: Path, stage: ResolvedStage, cfg: Config, quiet: bool) -> Config:
     """Augment the stage's training file (reused while its own fingerprint matches) and train on it."""
     from textdistill.data.augment.files import augment_to_file
+    from textdistill.data.task_inference import infer_data, teacher_id2label
 
     aug = stage.augment
     model = cfg.teacher.path if stage.mode == "distill" else cfg.student.path
+    # the augmenter reads the task file: its unset columns / kind are inferred as the stage's run infers them
+    cfg = replace(cfg, data=infer_data(cfg.data, teacher_id2label(cfg, stage.mode))[0])
     # Named by input and settings, so stages augmenting the same file the same way (TinyBERT's two task
     # stages) share one file; augment_to_file reuses it while its own fingerprint matches.
     key = sha256_json({"train": cfg.data.train, "augment": to_dict(aug), "tokenizer": model})[:12]

@@ -260,7 +260,9 @@ class Distiller:
         )
         student.to(self.device)
         objective.to(self.device)
-        optimizer = build_optimizer([student, objective], train_cfg.lr, train_cfg.weight_decay)
+        # lr None: the run resolved none (direct use of the loop); 5e-5 is the pretrained-weights default
+        lr = train_cfg.lr if train_cfg.lr is not None else 5e-5
+        optimizer = build_optimizer([student, objective], lr, train_cfg.weight_decay)
         scheduler = build_scheduler(optimizer, self.state.total_steps, warmup, train_cfg.lr_schedule)
         # Only the student and the projections are prepared (wrapped for DDP when distributed); the frozen
         # teacher is never wrapped: it has no gradients to synchronise. Nor is an objective without learned

@@ -204,8 +204,12 @@ def record_interruption(
     return TrainingInterrupted(signum, message, str(ckpt) if ckpt else None)
 
 
-def write_run_report(cfg: Config, run_dir: Path, *, quiet: bool = False) -> Path | None:
-    """report.md / report.json / plots comparing the student with its teacher on the dev data."""
+def write_run_report(
+    cfg: Config, run_dir: Path, *, quiet: bool = False, metric: str | None = None
+) -> Path | None:
+    """report.md / report.json / plots comparing the student with its teacher on the whole dev data, on the
+    run's task metric; latency, throughput and layer CKA only with ``report_speed`` (they take most of a
+    short run's time)."""
     from textdistill.evaluation.benchmark import run_benchmark
 
     d = cfg.data
@@ -225,13 +229,17 @@ def write_run_report(cfg: Config, run_dir: Path, *, quiet: bool = False) -> Path
         regression=d.regression,
         labels=d.labels,
         max_length=d.max_length,
-        max_examples=d.max_eval_examples or 1000,
+        max_examples=d.max_eval_examples,
         threads=None,
         onnx=False,
         speed_examples=64,
         latency_examples=16,
         repeats=3,
+        cka=cfg.report_speed,
         cka_rows=512,
+        speed=cfg.report_speed,
+        metric=metric,
+        seed=cfg.train.seed,
     )
     if not quiet:
         print(f"textdistill: report {out / 'report.md'}")

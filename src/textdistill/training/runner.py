@@ -35,6 +35,7 @@ from torch import nn
 from textdistill.config.loader import dump_yaml
 from textdistill.config.schema import Config, LossTermConfig
 from textdistill.config.validate import Validated, validate_config
+from textdistill.data.task_inference import TaskSpec
 from textdistill.errors import ConfigError, DataError
 from textdistill.training.callbacks import BestModelSaver, MetricsLogger, ProgressBar, write_json_atomic
 from textdistill.training.checkpoint import Checkpoint, CheckpointSaver, restore_checkpoint
@@ -54,6 +55,14 @@ from textdistill.training.run_dir import (
 from textdistill.training.run_guard import record_run_json, run_guard
 from textdistill.training.sharded_eval import evaluate_sharded
 from textdistill.training.signals import graceful_stop
+from textdistill.training.task_hooks import (
+    FINETUNE_ADVICE,
+    TEACHER_ADVICE,
+    check_coverage,
+    check_model,
+    start_task,
+    update_labels,
+)
 from textdistill.training.teacher_cache import teacher_dev_evaluation
 
 
@@ -123,6 +132,7 @@ class _Run:
     resume_from: Checkpoint | None
     resume: bool
     started: float
+    spec: TaskSpec | None = None  # the task as inferred (data/task_inference.py), printed once at start
 
     @property
     def main(self) -> bool:
@@ -135,6 +145,7 @@ def _resolve(cfg: Config, mode: str, *, quiet: bool, resume: bool) -> _Run:
     started = time.time()
     if mode == "finetune" and [t.name for t in cfg.objective] == ["kd_kl"]:
         cfg = replace(cfg, objective=[LossTermConfig(name="hard_ce")])  # the default objective is for KD
+    cfg, spec = start_task(cfg, mode)  # columns, kind, metric, logit term, lr: inferred where unset
     if cfg.train.keep_checkpoints < 0:
         raise ConfigError(
             f"train.keep_checkpoints: must be >= 0 (0 writes no checkpoint), got {cfg.train.keep_checkpoints}"
@@ -147,10 +158,12 @@ def _resolve(cfg: Config, mode: str, *, quiet: bool, resume: bool) -> _Run:
     # Created first: with several processes, only the main one writes the run directory (and prints).
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     quiet = quiet or not accelerator.is_main_process
+    if not quiet:
+        print(f"textdistill {mode}: {spec.describe()}")
     resume_from = find_resume_point(cfg, mode) if resume else None
     accelerator.wait_for_everyone()  # every process has read the run directory before the main one writes
     set_seed(cfg.train.seed)
-    return _Run(cfg, mode, quiet, vcfg, validated, accelerator, resume_from, resume, started)
+    return _Run(cfg, mode, quiet, vcfg, validated, accelerator, resume_from, resume, started, spec)
 
 
 # --------------------------------------------------------------------------------------------- 2. data
@@ -168,6 +181,7 @@ class _Data:
     validated: Validated
     xtok: Any = None
     """The student's tokenization against the teacher's (training.cross_tokenizer.CrossTokenizerPlan)."""
+    coverage: dict[str, Any] = field(default_factory=dict)  # vocabulary coverage of the training text
 
 
 def _load_data(run: _Run) -> _Data:
@@ -222,6 +236,8 @@ def _load_data(run: _Run) -> _Data:
             examples, tokenizer, cfg.data.max_length, task.label_map, regression=task.regression
         )
 
+    run.spec = update_labels(run.spec, task.label_map) if run.spec is not None else None
+
     return _Data(
         tokenizer=tokenizer,
         task=task,
@@ -232,6 +248,7 @@ def _load_data(run: _Run) -> _Data:
         id2label=task.label_map.to_id2label() if task.label_map else {0: "score"},
         validated=validated,
         xtok=xtok,
+        coverage=check_coverage(task.train, tokenizer, cfg.data.max_length, quiet=run.quiet),
     )
 
 
@@ -313,6 +330,8 @@ def _open_run_dir(run: _Run, data: _Data) -> _Out:
             "data": data.task.stats,
         }
     run_json["num_processes"] = run.accelerator.num_processes
+    if run.spec is not None:
+        run_json.update(task=run.spec.to_dict(), coverage=data.coverage)
     out = _Out(run_dir, run_json, dump_yaml(cfg), resume_command(run_dir, run.mode))
     out.record(run.main)
     if run.main:
@@ -341,6 +360,7 @@ class _Loop:
     world: int
     last_eval: dict[str, Any] = field(default_factory=dict)
     best_eval: dict[str, Any] = field(default_factory=dict)
+    teacher_dev: tuple[dict[str, float], torch.Tensor] | None = None  # scored before training starts
 
     @classmethod
     def create(cls, run: _Run, data: _Data) -> _Loop:
@@ -434,6 +454,29 @@ def _teacher_source(run: _Run, data: _Data, models: _Models, loop: _Loop) -> Tea
     return data.xtok.wrap_source(source, data.collator)
 
 
+def _check_teacher(run: _Run, data: _Data, models: _Models, out: _Out, loop: _Loop) -> None:
+    """Score the teacher on dev before training (cached; the final results reuse it) and warn when it does
+    not beat the majority class: distilling it would teach the student nothing useful."""
+    teacher = models.teacher
+    if teacher is None or run.spec is None:
+        return
+    t_dev = data.xtok.teacher_dev(data.dev) if data.xtok is not None else data.dev  # the teacher's tokens
+    loop.teacher_dev = teacher_dev_evaluation(
+        run.cfg,
+        teacher,
+        t_dev,
+        loop.precision,
+        lambda: loop.evaluate(teacher, t_dev),
+        world=loop.world,
+        quiet=run.quiet,
+    )
+    metrics, logits = loop.teacher_dev
+    warnings = check_model(
+        "the teacher", metrics, logits, data.task, run.spec, TEACHER_ADVICE, quiet=run.quiet
+    )
+    out.record(run.main, warnings=warnings)
+
+
 def _make_distiller(
     run: _Run, data: _Data, models: _Models, out: _Out, loop: _Loop
 ) -> tuple[Distiller, CheckpointSaver | None]:
@@ -452,6 +495,7 @@ def _make_distiller(
         )
 
     teacher_source = _teacher_source(run, data, models, loop)
+    _check_teacher(run, data, models, out, loop)
     saver = None
     if cfg.train.keep_checkpoints > 0:
         saver = CheckpointSaver(
@@ -541,7 +585,9 @@ def _finish(
         if run.main:
             write_json_atomic(out.run_dir / "eval_results.json", results)
         if run.mode == "distill" and run.cfg.report and run.main:
-            write_run_report(run.cfg, out.run_dir, quiet=run.quiet)
+            write_run_report(
+                run.cfg, out.run_dir, quiet=run.quiet, metric=run.spec.metric if run.spec else None
+            )
         out.record(run.main)  # last: "finished" means the report is there too
     except BaseException as e:
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
@@ -577,8 +623,22 @@ def _final_results(
         best_model = load_student(out.model_dir).to(loop.device)
         dev_metrics, student_dev_logits = loop.evaluate(best_model, data.dev)
     results: dict[str, Any] = {"dev": dev_metrics, "best_step": state.best_step}
+    if run.spec is not None:
+        results.update(metric=run.spec.metric, task=run.spec.to_dict())
+        who = "the student" if run.mode == "distill" else "the fine-tuned model"
+        advice = FINETUNE_ADVICE if run.mode == "finetune" else "Train longer or with another train.lr."
+        found = check_model(
+            who, dev_metrics, student_dev_logits, data.task, run.spec, advice, quiet=run.quiet
+        )
+        out.run_json.setdefault("warnings", []).extend(found)
     teacher = models.teacher
-    if teacher is not None:
+    if teacher is not None and loop.teacher_dev is not None:
+        teacher_dev, teacher_dev_logits = loop.teacher_dev
+        results["teacher_dev"] = teacher_dev
+        from textdistill.evaluation.metrics import agreement
+
+        results["dev_agreement_with_teacher"] = agreement(student_dev_logits, teacher_dev_logits)
+    elif teacher is not None:
         t_dev = data.xtok.teacher_dev(data.dev)
         teacher_dev, teacher_dev_logits = teacher_dev_evaluation(
             run.cfg,
