@@ -174,3 +174,33 @@ def test_collect_logits_without_ids_keeps_loader_order_and_needs_batches():
     torch.testing.assert_close(labels, torch.cat([b["labels"] for b in batches]))
     with pytest.raises(DataError, match="empty"):
         collect_logits(lambda b: b["input_ids"], [])
+
+
+# -- positive-class F1 (binary tasks: MRPC / QQP) ------------------------------------------------------------
+def test_positive_f1_matches_scikit_learn_on_random_binary_data():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        gold = rng.integers(0, 2, size=37)
+        pred = rng.integers(0, 2, size=37)
+        m = compute_metrics(pred, gold, regression=False)
+        assert m["f1"] == pytest.approx(sklearn_metrics.f1_score(gold, pred, pos_label=1))
+        assert m["mcc"] == pytest.approx(sklearn_metrics.matthews_corrcoef(gold, pred))
+        assert m["macro_f1"] == pytest.approx(sklearn_metrics.f1_score(gold, pred, average="macro"))
+
+
+def test_positive_f1_by_hand_and_only_for_binary_tasks():
+    # TP = 2 (rows 0, 2), FP = 1 (row 4), FN = 1 (row 1): F1 = 4 / (4 + 1 + 1)
+    gold = [1, 1, 1, 0, 0, 0]
+    pred = [1, 0, 1, 0, 1, 0]
+    assert compute_metrics(pred, gold, regression=False)["f1"] == pytest.approx(4 / 6)
+    # a model that never predicts the positive class on data without it: 0, not a division by zero
+    assert compute_metrics([0, 0], [0, 0], regression=False)["f1"] == 0.0
+    assert "f1" not in compute_metrics(PREDS, LABELS, regression=False)  # 3 classes
+
+
+def test_agreement_measure_names_what_is_measured():
+    from textdistill.evaluation.metrics import agreement_measure
+
+    assert agreement_measure(True).startswith("Pearson correlation")
+    assert agreement_measure(False).startswith("share of examples")

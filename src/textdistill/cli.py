@@ -100,12 +100,13 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.action == "show":
         print(dump_yaml(cfg), end="")
         return 0
-    validate_config(cfg, args.mode)
-    # Then the data: columns, labels and task, checked against the teacher's config (still no weights).
+    # The task as the run will infer it (columns, kind, metric, objective, lr), then the config, then the
+    # data: labels checked against the teacher's config. No weights are loaded.
     from textdistill.data.task import load_task_data
     from textdistill.data.task_inference import resolve_task, teacher_id2label
 
     resolved, spec = resolve_task(cfg, args.mode)
+    validate_config(resolved, args.mode)
     if resolved.data.format != "hf":
         load_task_data(
             resolved.data, teacher_id2label=teacher_id2label(resolved, args.mode), seed=resolved.train.seed

@@ -55,6 +55,8 @@ def vocabulary_coverage(
     if len(items) > sample:
         items = random.Random(seed).sample(items, sample)
     unk_id = getattr(tokenizer, "unk_token_id", None)
+    # [CLS], [SEP], [PAD]... are not text; [UNK] is a special token too, but it stands for text
+    special = set(getattr(tokenizer, "all_special_ids", [])) - {unk_id}
     tokens = unk = truncated = 0
     for e in items:
         if e.text_pair is not None:
@@ -62,8 +64,7 @@ def vocabulary_coverage(
         else:
             enc = tokenizer(e.text, truncation=False, add_special_tokens=True)
         ids = enc["input_ids"]
-        special = tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True)
-        plain = [i for i, s in zip(ids, special) if not s]
+        plain = [i for i in ids if i not in special]
         tokens += len(plain)
         if unk_id is not None:
             unk += sum(1 for i in plain if i == unk_id)

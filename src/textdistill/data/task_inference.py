@@ -372,10 +372,11 @@ def infer_data(
                 regression, why = looks_like_regression(train_labels)
                 if regression:
                     inferred.append(f"kind ({why})")
-                else:
-                    from textdistill.data.labels import sort_labels
+        if not regression and d.labels is None and teacher_outputs is None and label in columns:
+            from textdistill.data.labels import sort_labels
 
-                    labels = tuple(sort_labels(train_labels)) or None
+            # the classes (for the metric and the task line); the task loader reads them again, checked
+            labels = tuple(sort_labels(_train_labels(d, text, pair, label))) or None
     if regression and d.labels is not None:
         raise ConfigError("data.labels is set but data.regression is true. Fix: unset one of them.")
     if d.labels is not None:
