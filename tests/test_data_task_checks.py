@@ -97,3 +97,33 @@ def test_noise_note_warns_on_small_evaluations():
     assert not noise_note(results, "accuracy").startswith("**Warning")
     assert agreement_header(results) == "Same class as teacher"
     assert agreement_header({"task": {"regression": True}}) == "Pearson r w/ teacher"
+
+
+def test_finetune_at_the_majority_class_gets_the_advice(capsys):
+    from textdistill.data.labels import LabelMap
+    from textdistill.data.task import TaskData
+    from textdistill.data.task_inference import TaskSpec
+    from textdistill.training.task_hooks import FINETUNE_ADVICE, check_model
+
+    def ex(i, label):
+        return Example(i, f"text {i}", label=label)
+
+    task = TaskData(
+        train=[ex(0, "a"), ex(1, "a"), ex(2, "b")],
+        dev=[ex(3, "a"), ex(4, "b"), ex(5, "a")],
+        test=[],
+        label_map=LabelMap(("a", "b")),
+        regression=False,
+    )
+    spec = TaskSpec("classification", "sentence", None, "label", 2, ("a", "b"), "accuracy", "hard_ce")
+    # two classes predicted (not one), but accuracy 2/3 = always "a" on this dev set
+    logits = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    out = check_model(
+        "the fine-tuned model", {"accuracy": 2 / 3}, logits, task, spec, FINETUNE_ADVICE, quiet=False
+    )
+    assert out == [
+        "the fine-tuned model scores accuracy 0.6667 on dev, no better than always predicting the majority "
+        f"class 'a' (accuracy 0.6667). {FINETUNE_ADVICE}"
+    ]
+    assert capsys.readouterr().err == f"textdistill: warning: {out[0]}\n"
+    assert check_model("m", {"accuracy": 1.0}, logits, task, spec, "", quiet=True) == []

@@ -75,7 +75,8 @@ class TaskSpec:
         num_labels: classifier outputs (1 for regression; None when not known, e.g. no labels read).
         labels: class names in id order when known (classification).
         metric: the task metric (selection, eval_results, report, retention).
-        logit_term: the logit loss term of the default objective (``kd_kl`` or ``kd_mse``).
+        logit_term: the logit loss term of the default objective (``kd_kl`` or ``kd_mse``; ``hard_ce`` for
+            fine-tuning; empty outside training).
         inferred: what was inferred rather than configured (``columns``, ``label column``, ``kind``,
             ``metric``, ``logit term``, ``lr``), with the reason for the kind.
         lr: the learning rate the run uses (None outside training).
@@ -117,7 +118,8 @@ class TaskSpec:
         parts = [f"task: {shape} {what}, columns {cols} -> {self.label_column}", f"metric {self.metric}"]
         if self.metric == "f1" and self.labels and len(self.labels) == 2:
             parts[-1] += f" (positive class {self.labels[1]!r})"
-        parts.append(f"logit term {self.logit_term}")
+        if self.logit_term:  # empty outside training (evaluate, benchmark, export)
+            parts.append(f"logit term {self.logit_term}")
         if self.lr is not None:
             parts.append(f"lr {self.lr:g}")
         line = ", ".join(parts)
@@ -525,6 +527,6 @@ def eval_task(
         num_labels=1 if regression else len(class_names or ()),
         labels=class_names,
         metric=chosen,
-        logit_term="kd_mse" if regression else "kd_kl",
+        logit_term="",
         inferred=tuple(inferred),
     )
