@@ -28,7 +28,7 @@ import csv
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,6 @@ class TaskSpec:
     logit_term: str
     inferred: tuple[str, ...] = ()
     lr: float | None = None
-    notes: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def regression(self) -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from textdistill.data.task_inference import eval_task, model_id2label
+from textdistill.data.task_inference import TaskSpec, eval_task, model_id2label
 from textdistill.errors import ConfigError
 from textdistill.evaluation.cka import cka_matrix, collect_representations
 from textdistill.evaluation.compression import (
@@ -96,8 +96,7 @@ def run_benchmark(
         data_path: the dev file (TSV/CSV/JSONL) with labels.
         out_dir: report directory (ONNX exports go to ``out_dir/onnx/<model>``).
         text_column, text_pair_column, label_column, format, encoding: how to read the file (the text,
-            the optional second text of a pair and the label columns; ``auto``/``tsv``/``csv``/``jsonl``).
-            Unset columns are inferred from the header (:mod:`textdistill.data.task_inference`).
+            the optional second text and the label columns, inferred when unset; ``auto``/``tsv``/...).
         regression: real-valued labels (metric: Pearson); None: a teacher with one output is regression.
         labels: class order (default: the teacher's label map).
         max_length: tokens per example after truncation.
@@ -108,17 +107,13 @@ def run_benchmark(
         batch_size: examples per batch for evaluation and throughput.
         speed_examples: examples (a seeded sample of the evaluated ones) used for speed.
         latency_examples: batch-1 examples timed per repeat.
-        warmup: untimed calls before each timing.
-        repeats: timed repeats.
-        bf16: also measure bf16 autocast on CPU (None: only where the CPU has native bf16).
-        gpu: also measure on CUDA (None: when CUDA is available).
-        cka: compute teacher x student layer CKA for students with hidden states.
-        cka_rows: token rows (or examples, for students with another tokenizer) used for CKA.
-        seed: seed of the subsets.
-        plots: draw the PNG plots.
-        metric: the task metric of the report and retention (None: inferred from the task).
-        speed: time latency and throughput (False: quality and size only, much faster).
-        announce: print the inferred task line on stderr.
+        warmup, repeats: untimed calls before each timing; timed repeats.
+        bf16, gpu: also measure bf16 autocast on CPU (None: only with native bf16); on CUDA (None: if any).
+        cka, cka_rows: teacher x student layer CKA for students with hidden states; its token rows (or
+            examples, for students with another tokenizer).
+        seed, plots: seed of the subsets; draw the PNG plots.
+        metric, speed, announce: the report's task metric (None: inferred, as in training); time latency
+            and throughput (False: quality and size only, much faster); print the task line on stderr.
 
     Returns:
         The results dict (schema in :mod:`textdistill.evaluation.report`), also written as
@@ -129,47 +124,22 @@ def run_benchmark(
         DataError / ModelError: unreadable data or models (messages name the file and the fix).
     """
     _check_settings(batch_size, speed_examples, repeats, max_examples, threads, gpu)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    (out := Path(out_dir)).mkdir(parents=True, exist_ok=True)
     n_threads = int(threads if threads is not None else torch.get_num_threads())
     use_gpu = torch.cuda.is_available() if gpu is None else bool(gpu)
     use_bf16 = cpu_supports_fast_bf16() if bf16 is None else bool(bf16)
     speed_kw = {"warmup": warmup, "repeats": repeats, "latency_examples": latency_examples}
-    spec = eval_task(
-        data_path,
-        model_id2label(teacher_dir),  # from config.json: the task is known before any weights load
-        text_column=text_column,
-        text_pair_column=text_pair_column,
-        label_column=label_column,
-        format=format,
-        encoding=encoding,
-        regression=regression,
-        labels=labels,
-        names=[str(teacher_dir)],
-        metric=metric,
-    )
-    if announce:
-        print(f"textdistill benchmark: {spec.describe()}", file=sys.stderr)
-    regression = spec.regression
-    settings = _Settings(n_threads, use_bf16, use_gpu, onnx, regression, 0, speed_kw, out / "onnx", speed)
-    read_kw = dict(
-        text_column=spec.text_column,
-        text_pair_column=spec.text_pair_column,
-        label_column=spec.label_column,
-        format=format,
-        encoding=encoding,
-        regression=regression,
-        labels=labels,
-        max_examples=max_examples,
-        seed=seed,
-    )
+    read_kw = dict(text_column=text_column, text_pair_column=text_pair_column, label_column=label_column)
+    read_kw.update(format=format, encoding=encoding, regression=regression, labels=labels)
+    read_kw.update(max_examples=max_examples, seed=seed)
+    spec = _infer_task(teacher_dir, data_path, read_kw, metric, announce)
+    settings = _Settings(n_threads, use_bf16, use_gpu, onnx, spec.regression, 0, speed_kw, out / "onnx")
+    settings.speed = speed
     encode_kw = dict(max_length=max_length, batch_size=batch_size, speed_examples=speed_examples, seed=seed)
     bench = _load(teacher_dir, student_dirs, data_path, read_kw, encode_kw)
     settings.flops_len = max(1, round(sum(bench.data[0].lengths) / bench.num_examples))
-    task = _task_record(data_path, bench, settings, max_length, speed_examples, batch_size)
-    task.update(metric=spec.metric, spec=spec.to_dict(), agreement=agreement_measure(regression))
-    results = {"environment": environment(n_threads), "task": task, "models": [], "entries": [], "cka": {}}
-    results["exports"] = {}
+    task = _task_record(data_path, bench, settings, max_length, speed_examples, batch_size, spec)
+    results = dict(environment=environment(n_threads), task=task, models=[], entries=[], cka={}, exports={})
     # evaluation, export checks and CKA use the same thread count as the timings
     with torch_threads(n_threads):
         _measure_models(bench, settings, results)
@@ -180,6 +150,34 @@ def run_benchmark(
     return results
 
 
+def _infer_task(
+    teacher_dir: str | os.PathLike[str],
+    data_path: str | os.PathLike[str],
+    read_kw: dict[str, Any],
+    metric: str | None,
+    announce: bool,
+) -> TaskSpec:
+    """The benchmark's task from the teacher's config.json (no weights) and the file's header; the inferred
+    columns and kind are written into ``read_kw``."""
+    keys = ("text_column", "text_pair_column", "label_column", "format", "encoding", "regression", "labels")
+    spec = eval_task(
+        data_path,
+        model_id2label(teacher_dir),
+        names=[str(teacher_dir)],
+        metric=metric,
+        **{k: read_kw[k] for k in keys},
+    )
+    if announce:
+        print(f"textdistill benchmark: {spec.describe()}", file=sys.stderr)
+    read_kw.update(
+        text_column=spec.text_column,
+        text_pair_column=spec.text_pair_column,
+        label_column=spec.label_column,
+        regression=spec.regression,
+    )
+    return spec
+
+
 def _task_record(
     data_path: str | os.PathLike[str],
     bench: _Bench,
@@ -187,15 +185,19 @@ def _task_record(
     max_length: int,
     speed_examples: int,
     batch_size: int,
+    spec: TaskSpec,
 ) -> dict[str, Any]:
-    """The ``task`` section of the results: the data, its metric and sequence lengths, the batch sizes."""
+    """The ``task`` section of the results: the data, its task and metric (:mod:`~textdistill.data.task_inference`),
+    what agreement measures, sequence lengths, the batch sizes."""
     lengths = bench.data[0].lengths
     regression = settings.regression
     return {
         "data": str(data_path),
         "examples": bench.num_examples,
         "regression": regression,
-        "metric": "pearson" if regression else "accuracy",
+        "metric": spec.metric,
+        "spec": spec.to_dict(),
+        "agreement": agreement_measure(regression),
         "labels": None if bench.label_map is None else list(bench.label_map.names),
         "max_length": max_length,
         "seq_len_mean": sum(lengths) / len(lengths),
