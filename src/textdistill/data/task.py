@@ -82,10 +82,7 @@ def load_task_data(
         ConfigError: inconsistent data settings (no train set, dev and dev_fraction both set...).
         DataError: anything the readers or the label checks reject.
     """
-    if cfg.train and (cfg.text_column is None or cfg.label_column is None or cfg.regression is None):
-        from textdistill.data.task_inference import infer_data
-
-        cfg, _ = infer_data(cfg, teacher_id2label)  # unset columns / kind: inferred as every command does
+    cfg = _inferred(cfg, teacher_id2label)
     _check_data_config(cfg, teacher_id2label)
 
     def read_file(path: str, require_labels: bool) -> ReadResult:
@@ -219,6 +216,16 @@ def _split_stats(
                 result.skip_messages[0] if result.skip_messages else "",
             )
     return stats
+
+
+def _inferred(cfg: DataConfig, teacher_id2label: Mapping[int, str] | None) -> DataConfig:
+    """``cfg`` with its unset columns and kind inferred, as every command infers them
+    (:func:`~textdistill.data.task_inference.infer_data`); a resolved config is returned as it is."""
+    if not cfg.train or None not in (cfg.text_column, cfg.label_column, cfg.regression):
+        return cfg
+    from textdistill.data.task_inference import infer_data
+
+    return infer_data(cfg, teacher_id2label)[0]
 
 
 def _carve(
