@@ -145,9 +145,17 @@ def baseline_warning(
 
 
 def single_class_warning(
-    who: str, logits: Any, *, regression: bool, class_names: Sequence[str] | None = None
+    who: str,
+    logits: Any,
+    *,
+    regression: bool,
+    class_names: Sequence[str] | None = None,
+    advice: str | None = None,
 ) -> str | None:
-    """The message for predictions that are all one class (classification) or one value (regression)."""
+    """The message for predictions that are all one class (classification) or one value (regression);
+    ``advice`` replaces the generic last sentence (what to change)."""
+    generic = "It has not learnt the task: train longer, with more data or another train.lr."
+    advice = advice or generic
     pred = np.asarray(logits.detach().cpu() if hasattr(logits, "detach") else logits, dtype=np.float64)
     if pred.ndim == 0 or pred.shape[0] < 2:
         return None
@@ -157,7 +165,7 @@ def single_class_warning(
             return None
         return (
             f"{who} predicts the same value ({values[0]:.4f}) for all {len(values)} dev examples: its "
-            f"correlations are 0. It has not learnt the task: train longer or with another train.lr."
+            f"correlations are 0. {advice}"
         )
     classes = pred.argmax(axis=1) if pred.ndim == 2 else pred.astype(np.int64)
     unique = np.unique(classes)
@@ -167,6 +175,5 @@ def single_class_warning(
     name = class_names[k] if class_names and k < len(class_names) else str(k)
     return (
         f"{who} predicts one class ({name!r}) for all {len(classes)} dev examples: MCC is 0 and accuracy is "
-        f"just that class's share. It has not learnt the task: train longer, with more data or another "
-        f"train.lr."
+        f"just that class's share. {advice}"
     )

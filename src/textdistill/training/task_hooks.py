@@ -82,7 +82,9 @@ def check_model(
         The warnings (also stored in run.json).
     """
     names = list(task.label_map.names) if task.label_map is not None else None
-    messages = [single_class_warning(who, logits, regression=task.regression, class_names=names)]
+    messages = [
+        single_class_warning(who, logits, regression=task.regression, class_names=names, advice=advice)
+    ]
     if messages[0] is None:  # a one-class model is at the baseline by definition: one message is enough
         baseline = None
         if task.label_map is not None:
