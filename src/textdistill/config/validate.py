@@ -185,6 +185,32 @@ def train_value_problems(cfg: Config) -> list[str]:
     return problems
 
 
+def _metric_problems(cfg: Config) -> list[str]:
+    """``train.metric`` must be a metric evaluation reports for the task's kind (either kind while
+    ``data.regression`` is not inferred yet), or ``last``."""
+    problems: list[str] = []
+    t, d = cfg.train, cfg.data
+    if t.metric is not None:
+        # Only what evaluation reports can select the best model: any other name would never "improve", no
+        # model would be saved, and the run would fail at its very end.
+        from textdistill.evaluation.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
+
+        # "last": keep the model of the last evaluation (see TrainConfig.metric)
+        if d.regression is None:  # not inferred yet: either kind's metrics
+            valid = (*CLASSIFICATION_METRICS, *REGRESSION_METRICS, "last")
+        else:
+            valid = (*(REGRESSION_METRICS if d.regression else CLASSIFICATION_METRICS), "last")
+        if t.metric not in valid:
+            close = difflib.get_close_matches(t.metric, valid, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            task = "regression" if d.regression else "classification" if d.regression is False else "task"
+            problems.append(
+                f"train.metric: {shorten(t.metric)} is not a {task} metric{hint} (choose one of {', '.join(valid)}, "
+                "or leave it unset)"
+            )
+    return problems
+
+
 def validate_config(cfg: Config, mode: str = "distill", *, num_labels: int | None = None) -> Validated:
     """Check ``cfg`` for ``mode`` (distill | finetune) without loading weights.
 
@@ -204,29 +230,12 @@ def validate_config(cfg: Config, mode: str = "distill", *, num_labels: int | Non
     from textdistill.models.teacher import model_info
 
     problems: list[str] = []
-    t, d = cfg.train, cfg.data
+    d = cfg.data
     if mode not in MODES:
         raise ConfigError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     # -- values ---------------------------------------------------------------------------------------------
     problems.extend(train_value_problems(cfg))
-    if t.metric is not None:
-        # Only what evaluation reports can select the best model: any other name would never "improve", no
-        # model would be saved, and the run would fail at its very end.
-        from textdistill.evaluation.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
-
-        # "last": keep the model of the last evaluation (see TrainConfig.metric)
-        if d.regression is None:  # not inferred yet: either kind's metrics
-            valid = (*CLASSIFICATION_METRICS, *REGRESSION_METRICS, "last")
-        else:
-            valid = (*(REGRESSION_METRICS if d.regression else CLASSIFICATION_METRICS), "last")
-        if t.metric not in valid:
-            close = difflib.get_close_matches(t.metric, valid, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            task = "regression" if d.regression else "classification" if d.regression is False else "task"
-            problems.append(
-                f"train.metric: {shorten(t.metric)} is not a {task} metric{hint} (choose one of {', '.join(valid)}, "
-                "or leave it unset)"
-            )
+    problems.extend(_metric_problems(cfg))
     if d.format not in ("auto", "tsv", "csv", "jsonl", "hf"):
         problems.append(f"data.format: {shorten(d.format)} is not one of auto, tsv, csv, jsonl, hf")
     if cfg.teacher.cache_dtype not in ("fp16", "bf16", "fp32"):

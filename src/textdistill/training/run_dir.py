@@ -238,7 +238,8 @@ def write_run_report(
         cka=cfg.report_speed,
         cka_rows=512,
         speed=cfg.report_speed,
-        metric=metric,
+        # the run's task metric (resolved into train.metric when the run started); "last" is no metric
+        metric=metric or (cfg.train.metric if cfg.train.metric != "last" else None),
         seed=cfg.train.seed,
     )
     if not quiet:

@@ -585,9 +585,7 @@ def _finish(
         if run.main:
             write_json_atomic(out.run_dir / "eval_results.json", results)
         if run.mode == "distill" and run.cfg.report and run.main:
-            write_run_report(
-                run.cfg, out.run_dir, quiet=run.quiet, metric=run.spec.metric if run.spec else None
-            )
+            write_run_report(run.cfg, out.run_dir, quiet=run.quiet)  # on the run's metric: train.metric
         out.record(run.main)  # last: "finished" means the report is there too
     except BaseException as e:
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
