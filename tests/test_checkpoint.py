@@ -513,3 +513,23 @@ def test_metrics_file_has_no_duplicate_after_a_resume(tmp_path):
     full = tmp_path / "full"
     metrics_run(full).fit()
     assert metric_records(run) == metric_records(full)
+
+
+def test_preserved_rng_leaves_every_generator_where_it_was():
+    from textdistill.training.checkpoint import preserved_rng
+
+    torch.manual_seed(3)
+    random.seed(3)
+    np.random.seed(3)
+    expected = (torch.rand(2), random.random(), np.random.rand())
+    torch.manual_seed(3)
+    random.seed(3)
+    np.random.seed(3)
+    with preserved_rng():
+        torch.rand(5)
+        random.random()
+        np.random.rand(4)
+        # a DataLoader draws its base seed from torch's generator even without shuffling
+        next(iter(torch.utils.data.DataLoader(list(range(4)), batch_size=2)))
+    got = (torch.rand(2), random.random(), np.random.rand())
+    assert torch.equal(got[0], expected[0]) and got[1] == expected[1] and got[2] == expected[2]

@@ -24,6 +24,7 @@ Only the main process writes (``accelerator.is_main_process``); every process re
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -36,7 +37,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +243,21 @@ def set_rng_state(state: dict[str, Any], *, log: Callable[[str], None] | None = 
                 f"textdistill: the checkpoint has CUDA RNG states for {len(cuda)} devices, this machine has "
                 f"{torch.cuda.device_count()}: dropout will not replay exactly"
             )
+
+
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Run a block without moving any global RNG (python, numpy, torch, CUDA).
+
+    Work that happens only sometimes before training, such as the teacher's dev evaluation when its cache
+    is cold (a DataLoader draws its base seed from torch's generator), must not change the dropout masks
+    and batch order that follow: otherwise a run's weights would depend on whether a cache was warm.
+    """
+    state = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state, log=None)
 
 
 def _fsync_path(path: Path) -> None:

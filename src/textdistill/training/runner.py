@@ -38,7 +38,7 @@ from textdistill.config.validate import Validated, validate_config
 from textdistill.data.task_inference import TaskSpec
 from textdistill.errors import ConfigError, DataError
 from textdistill.training.callbacks import BestModelSaver, MetricsLogger, ProgressBar, write_json_atomic
-from textdistill.training.checkpoint import Checkpoint, CheckpointSaver, restore_checkpoint
+from textdistill.training.checkpoint import Checkpoint, CheckpointSaver, preserved_rng, restore_checkpoint
 from textdistill.training.distiller import Callback, Distiller, TeacherSource, TrainState
 from textdistill.training.launch import free_port, launch_command, launch_processes  # noqa: F401
 from textdistill.training.precision import autocast_dtype, resolve_precision
@@ -461,15 +461,17 @@ def _check_teacher(run: _Run, data: _Data, models: _Models, out: _Out, loop: _Lo
     if teacher is None or run.spec is None:
         return
     t_dev = data.xtok.teacher_dev(data.dev) if data.xtok is not None else data.dev  # the teacher's tokens
-    loop.teacher_dev = teacher_dev_evaluation(
-        run.cfg,
-        teacher,
-        t_dev,
-        loop.precision,
-        lambda: loop.evaluate(teacher, t_dev),
-        world=loop.world,
-        quiet=run.quiet,
-    )
+    # Only a cold cache runs the teacher here: the RNG must not move, or cold and warm runs would differ.
+    with preserved_rng():
+        loop.teacher_dev = teacher_dev_evaluation(
+            run.cfg,
+            teacher,
+            t_dev,
+            loop.precision,
+            lambda: loop.evaluate(teacher, t_dev),
+            world=loop.world,
+            quiet=run.quiet,
+        )
     metrics, logits = loop.teacher_dev
     warnings = check_model(
         "the teacher", metrics, logits, data.task, run.spec, TEACHER_ADVICE, quiet=run.quiet
