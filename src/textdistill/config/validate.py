@@ -216,6 +216,12 @@ def validate_config(cfg: Config, mode: str = "distill", *, num_labels: int | Non
 
         # "last": keep the model of the last evaluation (see TrainConfig.metric)
         valid = (*(REGRESSION_METRICS if d.regression else CLASSIFICATION_METRICS), "last")
+        from textdistill.data.token_task import is_token_task
+
+        if is_token_task(d):
+            from textdistill.evaluation.seq_metrics import TOKEN_METRICS
+
+            valid = (*TOKEN_METRICS, "last")
         if t.metric not in valid:
             close = difflib.get_close_matches(t.metric, valid, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -224,8 +230,11 @@ def validate_config(cfg: Config, mode: str = "distill", *, num_labels: int | Non
                 f"train.metric: {shorten(t.metric)} is not a {task} metric{hint} (choose one of {', '.join(valid)}, "
                 "or leave it unset)"
             )
-    if d.format not in ("auto", "tsv", "csv", "jsonl", "hf"):
-        problems.append(f"data.format: {shorten(d.format)} is not one of auto, tsv, csv, jsonl, hf")
+    if d.format not in ("auto", "tsv", "csv", "jsonl", "conll", "hf"):
+        problems.append(f"data.format: {shorten(d.format)} is not one of auto, tsv, csv, jsonl, conll, hf")
+    from textdistill.data.token_task import token_config_problems
+
+    problems.extend(token_config_problems(d))
     if cfg.teacher.cache_dtype not in ("fp16", "bf16", "fp32"):
         problems.append(
             f"teacher.cache_dtype: {shorten(cfg.teacher.cache_dtype)} is not one of fp16, bf16, fp32"

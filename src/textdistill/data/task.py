@@ -44,6 +44,10 @@ class TaskData:
     label_map: LabelMap | None
     regression: bool
     stats: dict[str, Any] = field(default_factory=dict)
+    token_task: bool = False
+    """Token classification: the examples are TokenExamples and ``label_map`` holds the tags."""
+    tag_scheme: str | None = None
+    """Token classification: the scheme the examples are tagged in (iob2, bioes, ...)."""
 
     @property
     def num_labels(self) -> int:
@@ -82,6 +86,10 @@ def load_task_data(
         ConfigError: inconsistent data settings (no train set, dev and dev_fraction both set...).
         DataError: anything the readers or the label checks reject.
     """
+    from textdistill.data.token_task import is_token_task, load_token_task
+
+    if is_token_task(cfg):
+        return load_token_task(cfg, teacher_id2label=teacher_id2label, seed=seed)
     _check_data_config(cfg, teacher_id2label)
 
     def read_file(path: str, require_labels: bool) -> ReadResult:
