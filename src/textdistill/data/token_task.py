@@ -68,7 +68,8 @@ def check_same_tokenization(cfg: Any, teacher_tokenizer: Any, examples: list[Tok
 def is_token_task(d: DataConfig) -> bool:
     """Whether ``data`` describes a token-classification task (``data.task``, else the train file's format)."""
     if d.task != "auto":
-        return d.task == "token_classification"
+        # an unknown value goes to the token loader, whose option check names it and the choices
+        return d.task != "sequence_classification"
     if not d.train or d.format in ("tsv", "csv", "hf"):
         return False
     return is_token_file(d.train, d.format, d.tokens_key)
