@@ -237,3 +237,20 @@ def test_evaluate_benchmark_and_export_of_token_models(ner, tmp_path):
     feed = {i.name: enc[i.name].astype("int64") for i in sess.get_inputs()}
     (logits,) = sess.run(None, feed)
     assert logits.shape == (2, enc["input_ids"].shape[1], 5)  # per-token logits, dynamic sequence axis
+
+
+def test_shipped_recipe_distils_a_token_task(ner, tmp_path):
+    from textdistill.pipeline.runner import run_pipeline
+
+    params = {
+        "teacher": str(ner["teacher"]),
+        "task_train": str(ner["train"]),
+        "task_dev": str(ner["dev"]),
+        "student_layers": 2,
+    }
+    overrides = ["defaults.train.max_steps=2", "defaults.train.batch_size=8"]
+    res = run_pipeline("hinton", params, output_dir=tmp_path / "pipe", overrides=overrides, quiet=True)
+    saved = json.loads((res.model_dir / "config.json").read_text())
+    assert saved["architectures"] == ["BertForTokenClassification"] and saved["num_hidden_layers"] == 2
+    ev = json.loads((res.model_dir.parent / "eval_results.json").read_text())
+    assert "entity_f1" in ev["dev"]
