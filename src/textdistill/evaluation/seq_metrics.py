@@ -18,7 +18,6 @@ Metric keys (what training logs and best-checkpoint selection use): ``entity_f1`
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -190,10 +189,8 @@ def evaluate_token_model(
     was_training = model.training
     model.eval()
     try:
-        with contextlib.nullcontext():
-            by_id = collect_word_logits(
-                torch_predictor(model, device=device, autocast_dtype=autocast_dtype), loader
-            )
+        predict = torch_predictor(model, device=device, autocast_dtype=autocast_dtype)
+        by_id = collect_word_logits(predict, loader)
     finally:
         model.train(was_training)
     scheme = getattr(dataset, "tag_scheme", None)
