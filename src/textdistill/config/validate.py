@@ -226,6 +226,8 @@ def validate_config(cfg: Config, mode: str = "distill", *, num_labels: int | Non
             close = difflib.get_close_matches(t.metric, valid, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             task = "regression" if d.regression else "classification"
+            if valid[0] == "entity_f1":
+                task = "token-classification"
             problems.append(
                 f"train.metric: {shorten(t.metric)} is not a {task} metric{hint} (choose one of {', '.join(valid)}, "
                 "or leave it unset)"
