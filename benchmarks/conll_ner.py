@@ -123,7 +123,7 @@ def run_dataset(name: str, files: dict[str, Path], args: argparse.Namespace, wor
             student=StudentConfig(type="pretrained", path=str(teacher_base_path())),
             data=DataConfig(**{**base.__dict__, "max_train_examples": args.teacher_examples}),
             objective=HARD,
-            train=train_cfg(args.teacher_epochs, 5e-5),
+            train=train_cfg(args.teacher_epochs, args.teacher_lr),
             output_dir=str(teacher_run),
             overwrite=True,
         )
@@ -232,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--student-examples", type=int, default=None, help="seeded subset for students (all)")
     ap.add_argument("--teacher-epochs", type=float, default=3.0)
+    ap.add_argument("--teacher-lr", type=float, default=1e-4)
     ap.add_argument("--student-epochs", type=float, default=3.0)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument(

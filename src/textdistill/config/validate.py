@@ -11,7 +11,7 @@ import difflib
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from textdistill.config.schema import Config, LossTermConfig
 from textdistill.errors import ConfigError, TextDistillError, shorten
@@ -185,6 +185,29 @@ def train_value_problems(cfg: Config) -> list[str]:
     return problems
 
 
+def _token(d: Any) -> bool:
+    from textdistill.data.token_task import is_token_task
+
+    return is_token_task(d)
+
+
+def _metric_names(d: Any) -> tuple[str, ...]:
+    """The metrics an evaluation of this data reports (any of them may select the best model)."""
+    from textdistill.evaluation.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
+
+    if _token(d):
+        from textdistill.evaluation.seq_metrics import TOKEN_METRICS
+
+        return TOKEN_METRICS
+    return REGRESSION_METRICS if d.regression else CLASSIFICATION_METRICS
+
+
+def _token_problems(d: Any) -> list[str]:
+    from textdistill.data.token_task import token_config_problems
+
+    return token_config_problems(d)
+
+
 def validate_config(cfg: Config, mode: str = "distill", *, num_labels: int | None = None) -> Validated:
     """Check ``cfg`` for ``mode`` (distill | finetune) without loading weights.
 
@@ -212,31 +235,20 @@ def validate_config(cfg: Config, mode: str = "distill", *, num_labels: int | Non
     if t.metric is not None:
         # Only what evaluation reports can select the best model: any other name would never "improve", no
         # model would be saved, and the run would fail at its very end.
-        from textdistill.evaluation.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
         # "last": keep the model of the last evaluation (see TrainConfig.metric)
-        valid = (*(REGRESSION_METRICS if d.regression else CLASSIFICATION_METRICS), "last")
-        from textdistill.data.token_task import is_token_task
-
-        if is_token_task(d):
-            from textdistill.evaluation.seq_metrics import TOKEN_METRICS
-
-            valid = (*TOKEN_METRICS, "last")
+        valid = (*_metric_names(d), "last")
         if t.metric not in valid:
             close = difflib.get_close_matches(t.metric, valid, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            task = "regression" if d.regression else "classification"
-            if valid[0] == "entity_f1":
-                task = "token-classification"
+            task = "regression" if d.regression else "token-classification" if _token(d) else "classification"
             problems.append(
                 f"train.metric: {shorten(t.metric)} is not a {task} metric{hint} (choose one of {', '.join(valid)}, "
                 "or leave it unset)"
             )
     if d.format not in ("auto", "tsv", "csv", "jsonl", "conll", "hf"):
         problems.append(f"data.format: {shorten(d.format)} is not one of auto, tsv, csv, jsonl, conll, hf")
-    from textdistill.data.token_task import token_config_problems
-
-    problems.extend(token_config_problems(d))
+    problems.extend(_token_problems(d))
     if cfg.teacher.cache_dtype not in ("fp16", "bf16", "fp32"):
         problems.append(
             f"teacher.cache_dtype: {shorten(cfg.teacher.cache_dtype)} is not one of fp16, bf16, fp32"

@@ -86,10 +86,8 @@ def load_task_data(
         ConfigError: inconsistent data settings (no train set, dev and dev_fraction both set...).
         DataError: anything the readers or the label checks reject.
     """
-    from textdistill.data.token_task import is_token_task, load_token_task
-
-    if is_token_task(cfg):
-        return load_token_task(cfg, teacher_id2label=teacher_id2label, seed=seed)
+    if _is_token_task(cfg):  # NER-style data: data/token_task.py
+        return _load_token_task(cfg, teacher_id2label, seed)
     _check_data_config(cfg, teacher_id2label)
 
     def read_file(path: str, require_labels: bool) -> ReadResult:
@@ -223,6 +221,18 @@ def _split_stats(
                 result.skip_messages[0] if result.skip_messages else "",
             )
     return stats
+
+
+def _is_token_task(cfg: DataConfig) -> bool:
+    from textdistill.data.token_task import is_token_task
+
+    return is_token_task(cfg)
+
+
+def _load_token_task(cfg: DataConfig, teacher_id2label: Mapping[int, str] | None, seed: int) -> Any:
+    from textdistill.data.token_task import load_token_task
+
+    return load_token_task(cfg, teacher_id2label=dict(teacher_id2label or {}) or None, seed=seed)
 
 
 def _carve(

@@ -11,11 +11,13 @@ dev/test tag against it: a tag the model cannot output is an error naming the fi
 from __future__ import annotations
 
 import logging
+import random
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 from textdistill.config.schema import DataConfig
-from textdistill.data.conll import TokenReadResult, is_token_file, read_token_file
+from textdistill.data.conll import TokenExample, TokenReadResult, is_token_file, read_token_file
 from textdistill.data.labels import LabelMap, resolve_label_map
 from textdistill.data.tags import SCHEMES, detect_scheme, entity_spans, render_tags, split_tag
 from textdistill.errors import ConfigError, DataError
@@ -127,18 +129,18 @@ def check_tags(result: TokenReadResult, label_map: LabelMap) -> None:
                 )
 
 
-def load_token_task(d: DataConfig, *, teacher_id2label: dict[int, str] | None = None, seed: int = 42) -> Any:
-    """Read a token-classification task as configured; returns a :class:`~textdistill.data.task.TaskData`.
+def load_token_task(
+    d: DataConfig, *, teacher_id2label: dict[int, str] | None = None, seed: int = 42
+) -> TokenTaskData:
+    """Read a token-classification task as configured.
 
-    ``TaskData.train/dev/test`` hold :class:`~textdistill.data.conll.TokenExample` s, ``label_map`` the
-    tags, ``token_task`` is True and ``tag_scheme`` the scheme the examples are tagged in.
+    ``train/dev/test`` hold :class:`~textdistill.data.conll.TokenExample` s, ``label_map`` the tags and
+    ``tag_scheme`` the scheme the examples are tagged in.
 
     Raises:
         ConfigError: bad token options, or no dev set.
         DataError: whatever the readers reject, or a dev/test tag outside the tag set.
     """
-    from textdistill.data.task import TaskData, _carve, _subset
-
     problems = token_config_problems(d)
     if not d.train:
         problems.append("data.train is not set. Fix: set it to the training file.")
@@ -197,4 +199,58 @@ def load_token_task(d: DataConfig, *, teacher_id2label: dict[int, str] | None = 
     for name, part in (("train", train), ("dev", dev), ("test", test)):
         if name in stats:
             stats[name]["examples"] = len(part)
-    return TaskData(train, dev, test, label_map, False, stats, token_task=True, tag_scheme=target)
+    return TokenTaskData(train, dev, test, label_map, stats, tag_scheme=target)
+
+
+@dataclass
+class TokenTaskData:
+    """A token task's sentences, ready to encode (the attributes of
+    :class:`~textdistill.data.task.TaskData`, with ``token_task`` True and ``label_map`` the tags).
+
+    It is its own class rather than a ``TaskData`` so that ``data.task`` (which dispatches here) and this
+    module do not import each other.
+    """
+
+    train: list[TokenExample]
+    dev: list[TokenExample]
+    test: list[TokenExample]
+    label_map: LabelMap
+    stats: dict[str, Any] = field(default_factory=dict)
+    tag_scheme: str | None = None
+    regression: bool = False
+    token_task: bool = True
+
+    @property
+    def num_labels(self) -> int:
+        """Output width of the tagger: the number of tags."""
+        return len(self.label_map)
+
+
+def _subset(examples: list[TokenExample], limit: int | None, seed: str) -> list[TokenExample]:
+    """A seeded random subset of ``limit`` sentences in file order (all when it fits); the same draw as
+    :func:`textdistill.data.task._subset`."""
+    if limit is None or len(examples) <= limit:
+        return examples
+    keep = set(random.Random(seed).sample(range(len(examples)), limit))
+    return [e for i, e in enumerate(examples) if i in keep]
+
+
+def _carve(
+    examples: list[TokenExample], fraction: float, seed: int, source: str
+) -> tuple[list[TokenExample], list[TokenExample]]:
+    """A seeded ``fraction`` of the train sentences as dev (token data has no augmented rows to follow)."""
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"data.dev_fraction must be between 0 and 1 (exclusive), got {fraction}.")
+    n = len(examples)
+    k = max(1, round(n * fraction))
+    if k >= n:
+        raise DataError(
+            f"{source}: cannot carve a dev set of fraction {fraction} out of {n} sentences and keep any for "
+            f"training. Fix: give a dev file (data.dev) or a smaller data.dev_fraction."
+        )
+    order = list(range(n))
+    random.Random(f"{seed}:dev_fraction").shuffle(order)
+    dev_idx = set(order[:k])
+    return [e for i, e in enumerate(examples) if i not in dev_idx], [
+        e for i, e in enumerate(examples) if i in dev_idx
+    ]
