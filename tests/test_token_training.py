@@ -254,3 +254,12 @@ def test_shipped_recipe_distils_a_token_task(ner, tmp_path):
     assert saved["architectures"] == ["BertForTokenClassification"] and saved["num_hidden_layers"] == 2
     ev = json.loads((res.model_dir.parent / "eval_results.json").read_text())
     assert "entity_f1" in ev["dev"]
+
+
+def test_a_student_with_another_tokenization_is_refused(ner, tmp_path):
+    from dataclasses import replace
+
+    cfg = distill_cfg(ner, tmp_path / "v", replace(SHRINK, vocab="auto"))
+    with pytest.raises(ConfigError, match="sub-token by sub-token"):
+        run_training(cfg, quiet=True)
+    assert not (tmp_path / "v" / "model").exists()

@@ -47,26 +47,6 @@ def token_config_problems(d: DataConfig) -> list[str]:
     return problems
 
 
-def check_same_tokenization(cfg: Any, teacher_tokenizer: Any, examples: list[TokenExample]) -> None:
-    """Refuse a student that tokenizes differently from the teacher (another vocabulary, ``student.vocab``
-    trimming): per-token KD compares the two models sub-token by sub-token, so both must read the same
-    sub-tokens.
-
-    Raises:
-        ConfigError: naming the student and the fix.
-    """
-    from textdistill.training.cross_tokenizer import resolve_student_tokenization
-
-    texts = [" ".join(e.tokens) for e in examples]
-    if resolve_student_tokenization(cfg, teacher_tokenizer, texts, quiet=True).cross:
-        raise ConfigError(
-            f"student.type={cfg.student.type} (student.vocab={getattr(cfg.student, 'vocab', 'full')}) tokenizes "
-            "the text differently from the teacher, but token-classification KD compares the two models "
-            "sub-token by sub-token. Fix: use a student with the teacher's tokenizer and student.vocab=full "
-            "(truncate, shrink, bilstm, or a pretrained student of the teacher's family)."
-        )
-
-
 def is_token_task(d: DataConfig) -> bool:
     """Whether ``data`` describes a token-classification task (``data.task``, else the train file's format)."""
     if d.task != "auto":

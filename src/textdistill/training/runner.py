@@ -212,9 +212,9 @@ def _load_data(run: _Run) -> _Data:
     # The student may read the text with its own (or a trimmed) tokenizer: cross-tokenizer logit KD.
     xtok = None
     if mode == "distill" and task.token_task:  # per-token KD reads the teacher's tokens position by position
-        from textdistill.data.token_task import check_same_tokenization
+        from textdistill.training.token_tokenization import token_tokenization_plan
 
-        check_same_tokenization(cfg, tokenizer, train_examples)
+        xtok = token_tokenization_plan(cfg, tokenizer, train_examples)
     elif mode == "distill":
         from textdistill.training.cross_tokenizer import prepare_cross_tokenizer
 
