@@ -86,7 +86,7 @@ class DataConfig:
     test: str | None = None
     """Optional test file, evaluated once at the end."""
     format: str = "auto"
-    """auto (by extension) | tsv | csv | jsonl | hf."""
+    """auto (by extension) | tsv | csv | jsonl | conll | hf."""
     text_column: str | None = None
     """Column holding the text (or the first text of a pair). Unset: inferred from the header: a known pair
     (sentence1/sentence2, question/sentence, premise/hypothesis, text_a/text_b, question1/question2) makes a
@@ -123,6 +123,23 @@ class DataConfig:
     """format=hf: split used for evaluation."""
     dev_fraction: float | None = None
     """Carve a seeded dev split of this fraction out of train when no dev file is given."""
+    task: str = "auto"
+    """auto (token_classification for CoNLL column files and JSONL with a token list, else sequence
+    classification) | sequence_classification | token_classification."""
+    tag_column: int = -1
+    """Token tasks, CoNLL files: 0-based column of the tag (negative counts from the end; default the last)."""
+    tokens_key: str = "tokens"
+    """Token tasks, JSONL: key of the token list."""
+    tags_key: str = "tags"
+    """Token tasks, JSONL: key of the tag list."""
+    tag_scheme: str = "auto"
+    """Token tasks: the files' tag scheme, auto | iob1 | iob2 | bioes | bmes (auto: detected from train)."""
+    convert_tags: str | None = None
+    """Token tasks: re-tag every split in this scheme (iob1 | iob2 | bioes | bmes) before training; IOB1
+    files are converted to iob2 when unset (a B- tag at every entity start is easier to learn)."""
+    label_all_subtokens: bool = False
+    """Token tasks: give every sub-token of a word the word's tag (default: only the first sub-token is
+    labelled, the others are ignored by losses and metrics)."""
 
 
 @dataclass

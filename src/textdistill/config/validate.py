@@ -11,7 +11,7 @@ import difflib
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from textdistill.config.schema import Config, LossTermConfig
 from textdistill.errors import ConfigError, TextDistillError, shorten
@@ -185,25 +185,48 @@ def train_value_problems(cfg: Config) -> list[str]:
     return problems
 
 
+def _token(d: Any) -> bool:
+    from textdistill.data.token_task import is_token_task
+
+    return is_token_task(d)
+
+
+def _metric_names(d: Any) -> tuple[str, ...]:
+    """The metrics an evaluation of this data reports (any of them may select the best model); either
+    sentence kind's while ``data.regression`` is not inferred yet."""
+    from textdistill.evaluation.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
+
+    if _token(d):
+        from textdistill.evaluation.seq_metrics import TOKEN_METRICS
+
+        return TOKEN_METRICS
+    if d.regression is None:
+        return (*CLASSIFICATION_METRICS, *REGRESSION_METRICS)
+    return REGRESSION_METRICS if d.regression else CLASSIFICATION_METRICS
+
+
+def _token_problems(d: Any) -> list[str]:
+    from textdistill.data.token_task import token_config_problems
+
+    return token_config_problems(d)
+
+
 def _metric_problems(cfg: Config) -> list[str]:
-    """``train.metric`` must be a metric evaluation reports for the task's kind (either kind while
-    ``data.regression`` is not inferred yet), or ``last``."""
+    """``train.metric`` must be a metric evaluation reports for the task's kind, or ``last``."""
     problems: list[str] = []
     t, d = cfg.train, cfg.data
     if t.metric is not None:
         # Only what evaluation reports can select the best model: any other name would never "improve", no
         # model would be saved, and the run would fail at its very end.
-        from textdistill.evaluation.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
-
         # "last": keep the model of the last evaluation (see TrainConfig.metric)
-        if d.regression is None:  # not inferred yet: either kind's metrics
-            valid = (*CLASSIFICATION_METRICS, *REGRESSION_METRICS, "last")
-        else:
-            valid = (*(REGRESSION_METRICS if d.regression else CLASSIFICATION_METRICS), "last")
+        valid = (*_metric_names(d), "last")
         if t.metric not in valid:
             close = difflib.get_close_matches(t.metric, valid, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            task = "regression" if d.regression else "classification" if d.regression is False else "task"
+            if _token(d):
+                task = "token-classification"
+            else:
+                task = "regression" if d.regression else "classification" if d.regression is False else "task"
             problems.append(
                 f"train.metric: {shorten(t.metric)} is not a {task} metric{hint} (choose one of {', '.join(valid)}, "
                 "or leave it unset)"
@@ -236,8 +259,9 @@ def validate_config(cfg: Config, mode: str = "distill", *, num_labels: int | Non
     # -- values ---------------------------------------------------------------------------------------------
     problems.extend(train_value_problems(cfg))
     problems.extend(_metric_problems(cfg))
-    if d.format not in ("auto", "tsv", "csv", "jsonl", "hf"):
-        problems.append(f"data.format: {shorten(d.format)} is not one of auto, tsv, csv, jsonl, hf")
+    if d.format not in ("auto", "tsv", "csv", "jsonl", "conll", "hf"):
+        problems.append(f"data.format: {shorten(d.format)} is not one of auto, tsv, csv, jsonl, conll, hf")
+    problems.extend(_token_problems(d))
     if cfg.teacher.cache_dtype not in ("fp16", "bf16", "fp32"):
         problems.append(
             f"teacher.cache_dtype: {shorten(cfg.teacher.cache_dtype)} is not one of fp16, bf16, fp32"

@@ -19,7 +19,9 @@ class Collator:
     - ``attention_mask`` ``(B, L)`` long, 1 on real tokens and 0 on padding (so attention and every
       token-level loss ignore the padding);
     - ``token_type_ids`` ``(B, L)`` long, padded with ``pad_token_type_id`` (only when the items have them);
-    - ``labels`` ``(B,)`` long class ids, or float32 for regression (float items);
+    - ``labels`` ``(B,)`` long class ids, or float32 for regression (float items); ``(B, L)`` long for
+      token classification (per sub-token, ``-100`` where unlabelled), with ``token_mask`` / ``word_mask``
+      ``(B, L)`` bool (see :class:`~textdistill.data.token_encoding.TokenEncodedDataset`);
     - ``example_ids`` ``(B,)`` long; ``is_original`` ``(B,)`` bool.
 
     Args:
@@ -75,15 +77,30 @@ class Collator:
             if token_type_ids is not None:
                 token_type_ids[row, :n] = torch.tensor(it["token_type_ids"], dtype=torch.long)
         labels = [it["label"] for it in items]
-        # regression items carry floats (NaN when unlabelled); class ids are ints (-100 when unlabelled)
-        label_dtype = torch.float32 if any(isinstance(x, float) for x in labels) else torch.long
+        if isinstance(labels[0], list):  # token classification: one label per sub-token
+            labels_t = _pad_rows(labels, width, -100)
+        else:
+            # regression items carry floats (NaN when unlabelled); class ids are ints (-100 when unlabelled)
+            label_dtype = torch.float32 if any(isinstance(x, float) for x in labels) else torch.long
+            labels_t = torch.tensor(labels, dtype=label_dtype)
         batch = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
-            "labels": torch.tensor(labels, dtype=label_dtype),
+            "labels": labels_t,
             "example_ids": torch.tensor([it["example_id"] for it in items], dtype=torch.long),
             "is_original": torch.tensor([bool(it["is_original"]) for it in items], dtype=torch.bool),
         }
         if token_type_ids is not None:
             batch["token_type_ids"] = token_type_ids
+        for key in ("token_mask", "word_mask"):  # token classification: positions losses / metrics read
+            if key in items[0]:
+                batch[key] = _pad_rows([it[key] for it in items], width, 0).bool()
         return batch
+
+
+def _pad_rows(rows: Sequence[list[int]], width: int, fill: int) -> torch.Tensor:
+    """``(B, width)`` long tensor of right-padded integer rows."""
+    out = torch.full((len(rows), width), fill, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return out

@@ -59,7 +59,13 @@ def vocabulary_coverage(
     special = set(getattr(tokenizer, "all_special_ids", [])) - {unk_id}
     tokens = unk = truncated = 0
     for e in items:
-        if e.text_pair is not None:
+        if hasattr(
+            e, "tokens"
+        ):  # a tagged sentence (token classification): its words, as the run encodes them
+            enc = tokenizer(
+                list(e.tokens), is_split_into_words=True, truncation=False, add_special_tokens=True
+            )
+        elif e.text_pair is not None:
             enc = tokenizer(e.text, e.text_pair, truncation=False, add_special_tokens=True)
         else:
             enc = tokenizer(e.text, truncation=False, add_special_tokens=True)

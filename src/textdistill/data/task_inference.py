@@ -107,6 +107,11 @@ class TaskSpec:
         """One line for the start of every command, e.g. ``task: sentence-pair regression, columns
         sentence1 + sentence2 -> score, metric pearson, logit term kd_mse [inferred: columns, kind]``."""
         shape = "sentence-pair" if self.pair else "single-sentence"
+        if self.kind == "token_classification":
+            parts = ["task: token classification (a tag per word)", f"metric {self.metric}"]
+            parts += [f"logit term {self.logit_term}"] if self.logit_term else []
+            parts += [f"lr {self.lr:g}"] if self.lr is not None else []
+            return ", ".join(parts) + (f" [inferred: {'; '.join(self.inferred)}]" if self.inferred else "")
         if self.regression:
             what = "regression"
         elif self.num_labels is not None:
@@ -419,6 +424,10 @@ def resolve_task(cfg: Config, mode: str = "distill") -> tuple[Config, TaskSpec]:
     Raises:
         ConfigError / DataError: a setting contradicts the data, or no column can be found.
     """
+    from textdistill.data.token_task import is_token_task
+
+    if is_token_task(cfg.data):
+        return _resolve_token_task(cfg, mode)
     d, spec = infer_data(cfg.data, teacher_id2label(cfg, mode))
     inferred = list(spec.inferred)
     names = [
@@ -455,6 +464,39 @@ def resolve_task(cfg: Config, mode: str = "distill") -> tuple[Config, TaskSpec]:
     if mode == "finetune":
         spec = replace(spec, logit_term="hard_ce")
     return replace(cfg, data=d, train=train, objective=objective), spec
+
+
+def _resolve_token_task(cfg: Config, mode: str) -> tuple[Config, TaskSpec]:
+    """Token classification (NER, data/token_task.py reads the tags): metric entity F1 and the lr by
+    student kind when unset; fine-tuning trains with ``hard_ce``, distillation keeps the per-token
+    ``kd_kl`` default."""
+    inferred: list[str] = []
+    train: TrainConfig = cfg.train
+    if train.metric is None:
+        train = replace(train, metric="entity_f1")
+    lr = train.lr
+    if lr is None:
+        lr = default_lr(mode, cfg.student.type)
+        train = replace(train, lr=lr)
+        if lr != LR_PRETRAINED:
+            inferred.append(f"lr for a {cfg.student.type} student")
+    objective = cfg.objective
+    term = "hard_ce" if mode == "finetune" else "kd_kl"
+    if mode == "finetune" and is_default_objective(objective):
+        objective = [LossTermConfig(name=term)]
+    spec = TaskSpec(
+        kind="token_classification",
+        text_column=cfg.data.tokens_key,
+        text_pair_column=None,
+        label_column=cfg.data.tags_key,
+        num_labels=None,
+        labels=None,
+        metric=str(train.metric),
+        logit_term=term if is_default_objective(cfg.objective) else "",
+        inferred=tuple(inferred),
+        lr=lr,
+    )
+    return replace(cfg, train=train, objective=objective), spec
 
 
 def model_id2label(model_dir: str | Path) -> dict[int, str]:
@@ -498,6 +540,19 @@ def eval_task(
     Raises:
         DataError: no text or label column can be found.
     """
+    from textdistill.data.conll import is_token_file
+
+    if format in ("auto", "conll", "jsonl") and is_token_file(data_path, format):  # tagged words (NER)
+        return TaskSpec(
+            kind="token_classification",
+            text_column="tokens",
+            text_pair_column=None,
+            label_column="tags",
+            num_labels=len(id2label),
+            labels=tuple(id2label[i] for i in sorted(id2label)),
+            metric=metric or "entity_f1",
+            logit_term="",
+        )
     columns = peek_columns(data_path, format, encoding)
     text, pair, label, inferred = infer_columns(
         columns,

@@ -30,9 +30,10 @@ from textdistill.evaluation.compression import (
     size_on_disk,
 )
 from textdistill.evaluation.eval_data import EvalData, model_tokenizer, read_labelled
-from textdistill.evaluation.metrics import agreement, agreement_measure, evaluate_model
+from textdistill.evaluation.metrics import agreement, agreement_measure
 from textdistill.evaluation.report import slug, write_report
 from textdistill.evaluation.speed import environment, measure_onnx, measure_torch, torch_threads
+from textdistill.evaluation.token_bench import evaluate_any
 from textdistill.models.outputs import HIDDEN_STATES
 from textdistill.training.precision import cpu_supports_fast_bf16
 
@@ -169,6 +170,8 @@ def _infer_task(
     )
     if announce:
         print(f"textdistill benchmark: {spec.describe()}", file=sys.stderr)
+    if spec.kind == "token_classification":  # the token reader takes no columns (evaluation/token_bench.py)
+        return spec
     read_kw.update(
         text_column=spec.text_column,
         text_pair_column=spec.text_pair_column,
@@ -195,7 +198,7 @@ def _task_record(
         "data": str(data_path),
         "examples": bench.num_examples,
         "regression": regression,
-        "metric": spec.metric,
+        "metric": "entity_f1" if _is_token(bench) else spec.metric,
         "spec": spec.to_dict(),
         "agreement": agreement_measure(regression),
         "labels": None if bench.label_map is None else list(bench.label_map.names),
@@ -206,6 +209,12 @@ def _task_record(
         "speed_examples": min(speed_examples, bench.num_examples),
         "batch_size": batch_size,
     }
+
+
+def _is_token(bench: _Bench) -> bool:
+    from textdistill.evaluation.token_bench import TokenEvalData
+
+    return isinstance(bench.data[0], TokenEvalData)
 
 
 def _check_settings(
@@ -256,13 +265,19 @@ def _load(
 
     teacher = load_teacher(teacher_dir)
     teacher_tok = load_tokenizer(teacher_dir)
-    examples, label_map = read_labelled(data_path, id2label=teacher.id2label, **read_kw)
+    from textdistill.evaluation.token_bench import TokenEvalData, read_token_labelled
+    from textdistill.models.token_heads import is_token_model
+
+    token = is_token_model(teacher)  # NER-style teacher: tagged data, entity metrics (token_bench.py)
+    reader = read_token_labelled if token else read_labelled
+    examples, label_map = reader(data_path, id2label=teacher.id2label, **read_kw)  # type: ignore[operator]
     dirs = [Path(teacher_dir), *(Path(d) for d in student_dirs)]
     models: list[nn.Module] = [teacher] + [load_student(d) for d in dirs[1:]]
 
     def encode(tokenizer: Any) -> EvalData:
         regression = read_kw["regression"]
-        return EvalData(examples, tokenizer, label_map=label_map, regression=regression, **encode_kw)
+        kind = TokenEvalData if token else EvalData
+        return kind(examples, tokenizer, label_map=label_map, regression=regression, **encode_kw)  # type: ignore[return-value]
 
     teacher_data = encode(teacher_tok)
     data: list[EvalData] = [teacher_data]
@@ -321,7 +336,7 @@ def _benchmark_model(
 
     regression, speed_kw = settings.regression, settings.speed_kw
     nbytes = size["weights_bytes"]
-    metrics, logits = evaluate_model(model, enc.eval_batches, regression=regression, device="cpu")
+    metrics, logits = evaluate_any(model, enc, regression=regression, device="cpu")
     # the teacher's own agreement is with itself (1.0); students compare with the teacher's fp32 logits
     ref_logits = teacher_logits if teacher_logits is not None else logits
     speed = (
@@ -332,8 +347,8 @@ def _benchmark_model(
     entries = [_entry(name, "pytorch", "fp32", "cpu", logits, ref_logits, metrics, speed, nbytes)]
 
     if settings.bf16:
-        m_bf16, l_bf16 = evaluate_model(
-            model, enc.eval_batches, regression=regression, device="cpu", autocast_dtype=torch.bfloat16
+        m_bf16, l_bf16 = evaluate_any(
+            model, enc, regression=regression, device="cpu", autocast_dtype=torch.bfloat16
         )
         s_bf16 = (
             measure_torch(model, enc.speed_batches, threads=settings.threads, precision="bf16", **speed_kw)
@@ -348,8 +363,8 @@ def _benchmark_model(
         try:
             for precision in precisions:
                 dtype = torch.bfloat16 if precision == "bf16" else None
-                m_gpu, l_gpu = evaluate_model(
-                    model, enc.eval_batches, regression=regression, device="cuda", autocast_dtype=dtype
+                m_gpu, l_gpu = evaluate_any(
+                    model, enc, regression=regression, device="cuda", autocast_dtype=dtype
                 )
                 s_gpu = measure_torch(
                     model, enc.speed_batches, precision=precision, device="cuda", **speed_kw
@@ -422,6 +437,7 @@ def _onnx_entries(
         dev_batches=enc.eval_batches,
         regression=settings.regression,
         threads=settings.threads,
+        dev_dataset=getattr(enc, "dataset", None),
     )
     export_record = export.to_dict()
     for variant, path in (("fp32", export.onnx_path), ("int8", export.int8_path)):

@@ -62,6 +62,14 @@ def evaluate_dir(
     model = load_student(model_dir)
     tokenizer = load_tokenizer(model_dir)
     id2label = _id2label(model)
+    from textdistill.models.token_heads import is_token_model
+
+    if is_token_model(model):  # NER-style model: entity-level metrics on a tagged file
+        from textdistill.evaluation.token_eval import evaluate_token_file
+
+        return evaluate_token_file(
+            model, tokenizer, str(data), cfg, id2label, batch_size=batch_size, precision=precision
+        )
     try:
         spec, result, label_map = _read(data, cfg, id2label, model_dir)
     except DataError as e:

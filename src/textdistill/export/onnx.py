@@ -250,6 +250,7 @@ def export_onnx(
     regression: bool = False,
     id2label: Mapping[int, str] | None = None,
     threads: int | None = None,
+    dev_dataset: Any | None = None,
 ) -> ExportResult:
     """Export ``model`` to ONNX with dynamic batch and sequence axes, verify it, optionally quantize it.
 
@@ -282,6 +283,9 @@ def export_onnx(
         regression: score dev metrics as regression.
         id2label: label names (default: the model's ``id2label`` / HF config).
         threads: onnxruntime intra-op threads of the check sessions (None: onnxruntime's default).
+        dev_dataset: token classification: the TokenEncodedDataset of ``dev_batches``, for entity
+            metrics per variant. Token models export ``logits (batch, sequence, C)``; parity covers every
+            position, agreement the real tokens.
 
     Returns:
         The :class:`ExportResult` (also written to ``export.json``).
@@ -312,13 +316,13 @@ def export_onnx(
         checked_shapes=shapes,
         sizes={"onnx_fp32": onnx_path.stat().st_size},
     )
-    result.agreement["onnx_fp32"] = agreement(np.concatenate(fp32), np.concatenate(reference))
-    result.agreement_measure = _agreement_measure(np.concatenate(reference))
+    result.agreement["onnx_fp32"] = agreement(_rows(fp32, parity), _rows(reference, parity))
+    result.agreement_measure = _agreement_measure(_rows(reference, parity))
     outputs = {"pytorch": reference, "onnx_fp32": fp32}
     if quantize_int8:
         outputs["onnx_int8"] = _quantize(result, parity, reference, threads)
     if dev_batches:
-        _dev_scores(result, outputs, len(parity) - len(dev_batches), dev_batches, regression)
+        _dev_scores(result, outputs, len(parity) - len(dev_batches), dev_batches, regression, dev_dataset)
     _write_files(model, tokenizer, result, id2label)
     log.info("exported %s to %s (max |delta logit| %.2e)", type(model).__name__, onnx_path, max_diff)
     return result
@@ -342,7 +346,10 @@ def _trace(model: nn.Module, sample_batch: Mapping[str, Any], onnx_path: Path, o
     graph = _LogitsGraph(model, names)
     args = tuple(_model_inputs(sample_batch, names, device))
     dynamic = {n: {0: "batch", 1: "sequence"} for n in names}
-    dynamic[OUTPUT_NAME] = {0: "batch"}
+    from textdistill.models.token_heads import is_token_model
+
+    # token classification: logits (batch, sequence, C)
+    dynamic[OUTPUT_NAME] = {0: "batch", 1: "sequence"} if is_token_model(model) else {0: "batch"}
     was_training = model.training
     # The exporter restores the *wrapper's* mode on exit, recursively; a fresh wrapper is in train mode,
     # so without graph.eval() it would leave the model with dropout switched on.
@@ -422,7 +429,7 @@ def _quantize(
     int8_predict = onnx_predictor(create_session(int8_path, threads=threads))
     int8 = [int8_predict(b) for b in parity]
     result.int8_max_abs_diff = max(float(np.max(np.abs(o - r))) for o, r in zip(int8, reference))
-    result.agreement["onnx_int8"] = agreement(np.concatenate(int8), np.concatenate(reference))
+    result.agreement["onnx_int8"] = agreement(_rows(int8, parity), _rows(reference, parity))
     return int8
 
 
@@ -432,12 +439,16 @@ def _dev_scores(
     first_dev: int,
     dev_batches: list[Mapping[str, Any]],
     regression: bool,
+    dev_dataset: Any | None = None,
 ) -> None:
     """Dev logits and metrics of every variant, from the parity outputs (the dev batches ended that list)."""
     from textdistill.evaluation.metrics import collect_logits, compute_metrics
 
     for name, outs in outputs.items():
         replay = iter(outs[first_dev:])
+        if np.asarray(outs[0]).ndim == 3:  # token classification: word-level logits, entity metrics
+            _token_dev(result, name, replay, dev_batches, dev_dataset)
+            continue
         logits, labels = collect_logits(lambda _batch, it=replay: next(it), dev_batches)
         result.dev_logits[name] = logits
         if labels is not None:
@@ -467,9 +478,37 @@ def _write_files(
     meta = result.to_dict()
     meta["model_class"] = type(model).__name__
     meta["output_names"] = [OUTPUT_NAME]
-    meta["dynamic_axes"] = {"inputs": {"0": "batch", "1": "sequence"}, OUTPUT_NAME: {"0": "batch"}}
+    from textdistill.models.token_heads import is_token_model
+
+    token = is_token_model(model)
+    meta["dynamic_axes"] = {
+        "inputs": {"0": "batch", "1": "sequence"},
+        OUTPUT_NAME: {"0": "batch", "1": "sequence"} if token else {"0": "batch"},
+    }
     meta["environment"] = environment()
     (out / "export.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def _rows(outputs: list[np.ndarray], batches: list[Mapping[str, Any]]) -> np.ndarray:
+    """Logits as rows for agreement: per example, or per real token for ``(B, L, C)`` token logits."""
+    if np.asarray(outputs[0]).ndim == 3:
+        from textdistill.evaluation.token_bench import real_token_rows
+
+        return real_token_rows(outputs, batches)
+    return np.concatenate(outputs)
+
+
+def _token_dev(result: ExportResult, name: str, replay: Any, batches: Any, dataset: Any | None) -> None:
+    """Word-level dev logits (and, with the dataset, entity metrics) of one variant of a token model."""
+    from textdistill.evaluation.seq_metrics import collect_word_logits, score_word_logits
+
+    by_id = collect_word_logits(lambda _batch: next(replay), batches)
+    if dataset is not None:
+        metrics, logits = score_word_logits(by_id, dataset, scheme=getattr(dataset, "tag_scheme", None))
+        result.dev_metrics[name] = metrics
+    else:
+        logits = torch.cat([by_id[i] for i in sorted(by_id)])
+    result.dev_logits[name] = logits
 
 
 def export_dir(
@@ -509,13 +548,63 @@ def export_dir(
     Returns:
         The :class:`ExportResult`.
     """
-    from textdistill.data.task_inference import eval_task
-    from textdistill.evaluation.eval_data import EvalData, model_tokenizer, read_labelled
+    from textdistill.evaluation.eval_data import EvalData, model_tokenizer
+    from textdistill.evaluation.token_bench import TokenEvalData, read_token_labelled
     from textdistill.models.io import load_student
+    from textdistill.models.token_heads import is_token_model
 
     model = load_student(model_dir)
     tokenizer = model_tokenizer(model_dir)
     id2label = _label_map(model, None)
+    token = is_token_model(model)  # a tagged dev file and entity metrics (evaluation/token_bench.py)
+    if token:
+        regression = False
+        examples, label_map = read_token_labelled(
+            data_path, id2label=id2label, max_examples=max_examples, **data_options
+        )
+    else:
+        examples, label_map, regression = _sentence_examples(
+            data_path, id2label, model_dir, max_examples, data_options, announce
+        )
+    data = (TokenEvalData if token else EvalData)(  # type: ignore[operator]
+        examples,
+        tokenizer,
+        label_map=label_map,
+        regression=regression,
+        max_length=max_length,
+        batch_size=batch_size,
+        speed_examples=batch_size,
+        seed=0,
+    )
+    return export_onnx(
+        model,
+        tokenizer,
+        out_dir,
+        sample_batch=data.speed_batches[0],
+        opset=opset,
+        quantize_int8=quantize_int8,
+        tolerance=tolerance,
+        dev_batches=data.eval_batches,
+        regression=regression,
+        threads=threads,
+        dev_dataset=getattr(data, "dataset", None),
+    )
+
+
+def _sentence_examples(
+    data_path: str | Path,
+    id2label: dict[int, str] | None,
+    model_dir: str | Path,
+    max_examples: int | None,
+    data_options: dict[str, Any],
+    announce: bool,
+) -> tuple[list[Any], Any, bool]:
+    """The labelled sentence(-pair) examples of ``data_path`` with the task inferred from the file and the
+    model (printed when ``announce``): examples, label map, regression."""
+    from textdistill.data.task_inference import eval_task
+    from textdistill.evaluation.eval_data import read_labelled
+
+    data_options = dict(data_options)
     spec = eval_task(
         data_path,
         {int(k): str(v) for k, v in dict(id2label or {}).items()},
@@ -541,25 +630,4 @@ def export_dir(
         regression=regression,
         **data_options,
     )
-    data = EvalData(
-        examples,
-        tokenizer,
-        label_map=label_map,
-        regression=regression,
-        max_length=max_length,
-        batch_size=batch_size,
-        speed_examples=batch_size,
-        seed=0,
-    )
-    return export_onnx(
-        model,
-        tokenizer,
-        out_dir,
-        sample_batch=data.speed_batches[0],
-        opset=opset,
-        quantize_int8=quantize_int8,
-        tolerance=tolerance,
-        dev_batches=data.eval_batches,
-        regression=regression,
-        threads=threads,
-    )
+    return examples, label_map, regression

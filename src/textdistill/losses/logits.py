@@ -1,7 +1,8 @@
 """Prediction-layer terms: soft targets from the teacher's logits, and the hard-label loss.
 
 Notation: ``z_S, z_T`` are ``(B, C)`` student / teacher logits, ``tau`` the temperature,
-``p^tau = softmax(z / tau)``.
+``p^tau = softmax(z / tau)``. Token-classification logits ``(B, L, C)`` go to the per-token forms of
+:mod:`textdistill.losses.token` (labelled positions only, per-example means).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from textdistill.losses import token
 from textdistill.losses.base import LossTerm, Param, as_float, labels_of, register_term
 from textdistill.models.outputs import LOGITS, ModelOutputs
 
@@ -47,6 +49,10 @@ class KDKL(LossTerm):
     def compute(
         self, student: ModelOutputs, teacher: ModelOutputs, batch: dict, progress: float
     ) -> torch.Tensor:
+        if student.logits.dim() == 3:  # token classification: per labelled position (losses/token.py)
+            s, t = as_float(student.logits, "student"), as_float(teacher.logits, "teacher")
+            tau = self.value("temperature", progress)
+            return token.token_kd_kl(s, t, batch, tau, self.params["scale_t2"])
         tau, log_ps, log_pt = _soft_logs(self, student, teacher, progress)
         loss = F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True)
         return loss * tau**2 if self.params["scale_t2"] else loss
@@ -82,6 +88,10 @@ class KDSoftCE(LossTerm):
     def compute(
         self, student: ModelOutputs, teacher: ModelOutputs, batch: dict, progress: float
     ) -> torch.Tensor:
+        if student.logits.dim() == 3:  # token classification: per labelled position (losses/token.py)
+            s, t = as_float(student.logits, "student"), as_float(teacher.logits, "teacher")
+            tau = self.value("temperature", progress)
+            return token.token_kd_soft_ce(s, t, batch, tau, self.params["scale_t2"])
         tau, log_ps, log_pt = _soft_logs(self, student, teacher, progress)
         loss = -(log_pt.exp() * log_ps).sum(-1).mean()
         return loss * tau**2 if self.params["scale_t2"] else loss
@@ -104,7 +114,10 @@ class KDMSE(LossTerm):
     def compute(
         self, student: ModelOutputs, teacher: ModelOutputs, batch: dict, progress: float
     ) -> torch.Tensor:
-        return F.mse_loss(as_float(student.logits, "student"), as_float(teacher.logits, "teacher"))
+        s, t = as_float(student.logits, "student"), as_float(teacher.logits, "teacher")
+        if s.dim() == 3:  # token classification: per labelled position (losses/token.py)
+            return token.token_kd_mse(s, t, batch)
+        return F.mse_loss(s, t)
 
 
 @register_term
@@ -137,6 +150,8 @@ class HardCE(LossTerm):
     def compute(self, student: ModelOutputs, teacher, batch: dict, progress: float) -> torch.Tensor:
         logits = as_float(student.logits, "student")
         labels = labels_of(batch, self.name).to(logits.device)
+        if logits.dim() == 3:  # token classification: per tagged position (losses/token.py)
+            return token.token_hard_ce(logits, batch, self.params["label_smoothing"])
         keep = torch.ones(labels.shape[0], dtype=torch.bool, device=logits.device)
         if batch.get("is_original") is not None:
             keep = keep & batch["is_original"].to(device=logits.device, dtype=torch.bool)

@@ -16,7 +16,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from textdistill.errors import ModelError
 from textdistill.models.outputs import LOGITS, FeatureRequest, ModelInfo, ModelOutputs
 
-POOLINGS = ("max", "mean", "last")
+POOLINGS = ("max", "mean", "last", "none")
+"""``none``: no pooling, one prediction per token (token classification: ``logits (B, L, C)``)."""
 
 
 @dataclass
@@ -29,7 +30,7 @@ class BiLSTMConfig:
         embedding_dim: token embedding width.
         lstm_hidden: hidden units per direction.
         lstm_layers: stacked LSTM layers.
-        pooling: ``max`` | ``mean`` | ``last`` pooling over time.
+        pooling: ``max`` | ``mean`` | ``last`` pooling over time, or ``none`` for token classification.
         mlp_hidden: width of the classifier MLP's hidden layer.
         dropout: dropout on embeddings, between LSTM layers and in the MLP.
         pad_token_id: embedding row of the padding token (kept at zero gradient).
@@ -146,6 +147,10 @@ class BiLSTMClassifier(nn.Module):
         emb = self.dropout(self.embeddings(input_ids))
         packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
         packed_out, (h_n, _) = self.lstm(packed)
+        if self.config.pooling == "none":  # token classification: the MLP reads every position
+            out, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=input_ids.shape[1])
+            logits = self.head(self.dropout(out))
+            return ModelOutputs(logits=logits, attention_mask=attention_mask, num_heads=None)
         if self.config.pooling == "last":
             # h_n is (layers * 2, B, hidden): the top layer's forward state at each sequence's own last token
             # and its backward state at the first token, already unsorted back to batch order.

@@ -147,10 +147,13 @@ def load_student(
     if (d / BILSTM_CONFIG).is_file():
         return _load_bilstm(d)
     if (d / "config.json").is_file():
-        from transformers import AutoModelForSequenceClassification
+        from transformers import AutoConfig
+
+        from textdistill.models.token_heads import auto_class, is_token_config
 
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(
+            token = is_token_config(AutoConfig.from_pretrained(str(d), trust_remote_code=trust_remote_code))
+            model = auto_class(token).from_pretrained(
                 str(d), dtype=dtype, trust_remote_code=trust_remote_code
             )
         except pickle.UnpicklingError as exc:

@@ -175,22 +175,32 @@ class PretrainedBuilder:
     def build(
         self, cfg: StudentConfig, teacher: HFClassifier, num_labels: int, id2label: dict[int, str] | None
     ) -> nn.Module:
-        from transformers import AutoModelForSequenceClassification
+        from textdistill.models.token_heads import is_token_config
 
-        from textdistill.models.teacher import resolve_model_path
+        # the head follows the teacher: a token teacher gets a token student
+        token = teacher is not None and is_token_config(teacher.config)
+        return build_pretrained(cfg, num_labels, id2label, token=token)
 
-        labels = _labels(num_labels, id2label)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            resolve_model_path(str(cfg.path), "student"),
-            id2label=labels,
-            label2id={v: k for k, v in labels.items()},
-            # a checkpoint fine-tuned on another label set keeps its body and gets a new head
-            ignore_mismatched_sizes=True,
-            dtype=torch.float32,
-            trust_remote_code=False,  # explicit: never run (or prompt about) code from the student's folder
-        )
-        model.train()
-        return HFClassifier(model)
+
+def build_pretrained(
+    cfg: StudentConfig, num_labels: int, id2label: dict[int, str] | None, *, token: bool = False
+) -> HFClassifier:
+    """``student.path`` with a new (or resized) sequence- or, with ``token``, token-classification head."""
+    from textdistill.models.teacher import resolve_model_path
+    from textdistill.models.token_heads import auto_class
+
+    labels = _labels(num_labels, id2label)
+    model = auto_class(token).from_pretrained(
+        resolve_model_path(str(cfg.path), "student"),
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+        # a checkpoint fine-tuned on another label set keeps its body and gets a new head
+        ignore_mismatched_sizes=True,
+        dtype=torch.float32,
+        trust_remote_code=False,  # explicit: never run (or prompt about) code from the student's folder
+    )
+    model.train()
+    return HFClassifier(model)
 
 
 # ----------------------------------------------------------------------------------------------- truncate
@@ -409,6 +419,10 @@ class BiLSTMBuilder:
         teacher_emb = teacher.model.get_input_embeddings().weight
         pad = getattr(teacher.config, "pad_token_id", None)
         config = self._config(cfg, teacher_emb.shape[0], num_labels, id2label, 0 if pad is None else int(pad))
+        from textdistill.models.token_heads import is_token_config
+
+        if is_token_config(teacher.config):
+            config.pooling = "none"  # a token teacher: one prediction per token
         student = BiLSTMClassifier(config)
         if cfg.init_embeddings_from_teacher:
             with torch.no_grad():

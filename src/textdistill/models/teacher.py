@@ -75,7 +75,7 @@ def _load_config(path: str | Path, what: str, trust_remote_code: bool):
 def classifier_problem(config: object, path: str | Path) -> str | None:
     """Why a config is not a sequence-classification model (None when it is or cannot be told)."""
     archs = getattr(config, "architectures", None)
-    if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
+    if archs and not any(a.endswith(("ForSequenceClassification", "ForTokenClassification")) for a in archs):
         return (
             f"{str(path)!r} holds a {', '.join(archs)}, not a sequence-classification model, so it has no "
             f"trained classifier head to distil from; {FINETUNE_HINT}"
@@ -161,7 +161,7 @@ def load_teacher(
         ModelError: missing directory, no config.json, a non-classifier architecture, or classifier weights
             missing from the checkpoint; every message names the path and the fix.
     """
-    from transformers import AutoModelForSequenceClassification
+    from textdistill.models.token_heads import auto_class, is_token_config
 
     config = _load_config(path, "teacher", trust_remote_code)
     if require_classifier:
@@ -172,7 +172,7 @@ def load_teacher(
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
     try:
-        model, loading = AutoModelForSequenceClassification.from_pretrained(
+        model, loading = auto_class(is_token_config(config)).from_pretrained(
             resolve_model_path(path, "teacher"),
             output_loading_info=True,
             trust_remote_code=trust_remote_code,

@@ -164,7 +164,19 @@ def predict_output_config(mode: str, cfg: Config, load: Callable[..., Any]) -> A
         out.num_labels = (
             1 if cfg.data.regression else (len(cfg.data.labels) if cfg.data.labels else base_labels)
         )
-        arch = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.get(out.model_type)
+        from transformers.models.auto.modeling_auto import MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES
+
+        from textdistill.data.token_task import is_token_task
+        from textdistill.models.token_heads import is_token_config
+
+        # a token task (or a token teacher) writes a token classifier
+        token = is_token_task(cfg.data) or (mode != "finetune" and is_token_config(teacher))
+        mapping = (
+            MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES
+            if token
+            else MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+        )
+        arch = mapping.get(out.model_type)
     if arch is None:
         return None
     out.architectures = [arch]

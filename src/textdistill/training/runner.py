@@ -225,7 +225,11 @@ def _load_data(run: _Run) -> _Data:
             train_examples = augmented_train(cfg, mode, task, tokenizer, quiet=run.quiet)
     # The student may read the text with its own (or a trimmed) tokenizer: cross-tokenizer logit KD.
     xtok = None
-    if mode == "distill":
+    if mode == "distill" and task.token_task:  # per-token KD reads the teacher's tokens position by position
+        from textdistill.training.token_tokenization import token_tokenization_plan
+
+        xtok = token_tokenization_plan(cfg, tokenizer, train_examples)
+    elif mode == "distill":
         from textdistill.training.cross_tokenizer import prepare_cross_tokenizer
 
         xtok = prepare_cross_tokenizer(cfg, validated, tokenizer, train_examples, task, quiet=run.quiet)
@@ -238,12 +242,21 @@ def _load_data(run: _Run) -> _Data:
 
     run.spec = update_labels(run.spec, task.label_map) if run.spec is not None else None
 
+    if task.token_task:  # token classification: words aligned with sub-tokens (data/token_encoding.py)
+        from textdistill.data.token_encoding import encode_token_task
+
+        d = cfg.data
+        train, dev, test = encode_token_task(
+            task, train_examples, tokenizer, d.max_length, d.label_all_subtokens
+        )
+    else:
+        train, dev, test = encode(train_examples), encode(task.dev), encode(task.test) if task.test else None
     return _Data(
         tokenizer=tokenizer,
         task=task,
-        train=encode(train_examples),
-        dev=encode(task.dev),
-        test=encode(task.test) if task.test else None,
+        train=train,
+        dev=dev,
+        test=test,
         collator=Collator.for_tokenizer(tokenizer),
         id2label=task.label_map.to_id2label() if task.label_map else {0: "score"},
         validated=validated,
@@ -265,7 +278,7 @@ class _Models:
 def _build_models(run: _Run, data: _Data) -> _Models:
     """Load the teacher, build the student (from the teacher for truncate/shrink) and the objective."""
     from textdistill.losses.objective import Objective
-    from textdistill.models.students import STUDENTS, build_student
+    from textdistill.models.students import build_pretrained, build_student
     from textdistill.models.teacher import load_teacher
 
     cfg, num_labels = run.cfg, data.task.num_labels
@@ -274,7 +287,7 @@ def _build_models(run: _Run, data: _Data) -> _Models:
         teacher = load_teacher(cfg.teacher.path, trust_remote_code=cfg.teacher.trust_remote_code)
         student = data.xtok.apply(build_student(cfg.student, teacher, num_labels, data.id2label))
     else:
-        student = STUDENTS.get("pretrained").build(cfg.student, None, num_labels, data.id2label)
+        student = build_pretrained(cfg.student, num_labels, data.id2label, token=data.task.token_task)
     s_info = getattr(student, "info", None) or data.validated.student_info
     return _Models(teacher, student, Objective(cfg.objective, data.validated.teacher_info, s_info))
 
@@ -486,7 +499,7 @@ def _make_distiller(
     from textdistill.models.io import save_model
 
     cfg = run.cfg
-    metric, greater = default_metric(data.task.regression)
+    metric, greater = ("entity_f1", True) if data.task.token_task else default_metric(data.task.regression)
     metric = cfg.train.metric or metric
     greater = greater if metric not in ("mse", "loss") else False
 
@@ -653,7 +666,7 @@ def _final_results(
         from textdistill.evaluation.metrics import agreement
 
         results["dev_agreement_with_teacher"] = agreement(student_dev_logits, teacher_dev_logits)
-    if data.test is not None and any(e.label is not None for e in data.task.test):
+    if data.test is not None and any(_labelled(e) for e in data.task.test):
         if best_model is None:
             best_model = load_student(out.model_dir).to(loop.device)
         results["test"], _ = loop.evaluate(best_model, data.test)
@@ -670,6 +683,11 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def _labelled(example: Any) -> bool:
+    """Whether an example (text or token) has a gold label / gold tags."""
+    return getattr(example, "label", None) is not None or getattr(example, "tags", None) is not None
 
 
 def default_metric(regression: bool) -> tuple[str, bool]:
@@ -689,6 +707,12 @@ def augmented_train(cfg: Config, mode: str, task: Any, tokenizer: Any, *, quiet:
     if mode != "distill":
         raise ConfigError(
             "augment.method: augmentation needs a teacher to relabel the new examples; use it with distill"
+        )
+    if getattr(task, "token_task", False):
+        raise ConfigError(
+            f"augment.method={cfg.augment.method}: augmentation is not available for token classification: "
+            "its word replacements and n-gram sampling change words without changing their tags, so the "
+            "tags of an augmented sentence would no longer fit it. Fix: set augment.method=none."
         )
     cfg.augment.validate(mlm_given=cfg.augment.mlm is not None)
     root = Path(cfg.teacher.cache_dir) if cfg.teacher.cache_dir else Path(cfg.output_dir).resolve().parent

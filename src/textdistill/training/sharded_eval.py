@@ -53,6 +53,18 @@ def evaluate_sharded(
 
     from textdistill.evaluation.metrics import compute_metrics, evaluate_model, torch_predictor
 
+    if getattr(dataset, "token_task", False):  # entity-level metrics (evaluation/seq_metrics.py)
+        from textdistill.evaluation.seq_metrics import evaluate_token_model
+
+        if world > 1:
+            raise DataError(
+                "token-classification evaluation runs in one process; run token tasks without "
+                "--num-processes (data-parallel evaluation of token tasks is not implemented)"
+            )
+        return evaluate_token_model(
+            model, loader(dataset), dataset, device=device, autocast_dtype=autocast_dtype
+        )
+
     if world <= 1:
         return evaluate_model(
             model, loader(dataset), regression=regression, device=device, autocast_dtype=autocast_dtype

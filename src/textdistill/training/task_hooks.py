@@ -82,10 +82,15 @@ def check_model(
         The warnings (also stored in run.json).
     """
     names = list(task.label_map.names) if task.label_map is not None else None
+    token = bool(getattr(task, "token_task", False))
+    if token and getattr(logits, "ndim", 0) != 2:  # per-token logits not stacked as (tokens, C): no check
+        return []
     messages = [
         single_class_warning(who, logits, regression=task.regression, class_names=names, advice=advice)
     ]
-    if messages[0] is None:  # a one-class model is at the baseline by definition: one message is enough
+    # a one-class model is at the baseline by definition: one message is enough; entity F1 has no
+    # majority-class baseline (always O scores 0)
+    if messages[0] is None and not token:
         baseline = None
         if task.label_map is not None:
             train_ids, dev_ids = _ids(task.train, task.label_map), _ids(task.dev, task.label_map)

@@ -19,6 +19,7 @@ Layout of a cache directory (all arrays raw little-endian, row order = the build
     lengths.npy        (N,) int64 real tokens per example (padding is never stored)
     input_ids.bin      (T,) int32 real tokens of every example, concatenated (every lookup is checked on them)
     logits.bin         (N, C) teacher logits
+    token_logits.bin   (T, C) instead, for token classification: per-token logits at real tokens
     hidden_{i}.bin     (T, H) hidden_states[i] at real tokens (only the indices the objective reads)
     {q,k,v}_{l}.bin    (T, W) Q/K/V projections of 0-based layer l at real tokens
     scores_{l}.bin     (heads * sum n^2,) pre-softmax scores of layer l, each example's (heads, n, n) block

@@ -89,7 +89,10 @@ def _write_pass(
             out = _forward(teacher, batch, request, device, precision)
             real = batch["attention_mask"].to(device).bool()
             writer.write("input_ids", batch["input_ids"].to(device)[real].to(torch.int32))
-            writer.write("logits", out.logits)
+            if "token_logits" in plan.arrays:
+                writer.write("token_logits", out.logits[real])
+            else:
+                writer.write("logits", out.logits)
             for i in spec.hidden:
                 writer.write(f"hidden_{i}", out.hidden_states[i][real])
             for layer in spec.qkv:
@@ -206,6 +209,7 @@ def _probe(
     d, i = ex.sources[0]
     out = _forward(teacher, collator([datasets[d][i]]), spec.request(), device, precision)
     dims = {"labels": int(out.logits.shape[-1]), "heads": int(out.num_heads or 0), "hidden": 0, "qkv": 0}
+    dims["token_logits"] = int(out.logits.dim() == 3)
     if spec.hidden:
         dims["hidden"] = int(out.hidden_states[0].shape[-1])
     if spec.qkv:

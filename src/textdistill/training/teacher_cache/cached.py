@@ -144,8 +144,12 @@ class CachedTeacher:
                     probs[layer] = probs_from_scores(scores[layer], mask_dev) * query_real
                 else:
                     probs[layer] = cache.read_maps(f"probs_{layer}", rows, real_cpu).to(self.device).float()
+        if "token_logits" in cache.meta["arrays"]:
+            logits = self._tokens("token_logits", index, real)
+        else:
+            logits = cache.read("logits", rows).to(self.device).float()
         return ModelOutputs(
-            logits=cache.read("logits", rows).to(self.device).float(),
+            logits=logits,
             hidden_states=hidden,
             attentions={k: probs[k] for k in sorted(req.attentions)} if req.attentions else None,
             attention_scores={k: scores[k] for k in sorted(req.attention_scores)}

@@ -19,6 +19,20 @@ from textdistill.training.teacher_cache.spec import cache_fingerprint, weights_h
 EVAL_DIR = "eval"
 
 
+def _label_key(label: Any) -> Any:
+    """A label as JSON: a float, a list of ints (token classification), or None."""
+    if label is None:
+        return None
+    return [int(x) for x in label] if isinstance(label, list) else float(label)
+
+
+def _logit_rows(dataset: Any) -> int:
+    """Rows of an evaluation's logits: one per example, or per word for token classification."""
+    if getattr(dataset, "token_task", False):
+        return sum(sum(dataset[i]["word_mask"]) for i in range(len(dataset)))
+    return len(dataset)
+
+
 def dataset_inputs_hash(dataset: Any) -> str:
     """SHA-256 of what an evaluation of ``dataset`` depends on: every item's token ids, token types, label
     and example id, in order (so the file, its subset, the tokenizer and ``max_length`` are all covered)."""
@@ -29,7 +43,7 @@ def dataset_inputs_hash(dataset: Any) -> str:
         row = [
             [int(t) for t in item["input_ids"]],
             None if types is None else [int(t) for t in types],
-            None if item.get("label") is None else float(item["label"]),
+            _label_key(item.get("label")),
             int(item["example_id"]),
         ]
         h.update(json.dumps(row).encode())
@@ -72,7 +86,7 @@ def teacher_dev_evaluation(
             with np.load(path, allow_pickle=False) as z:
                 logits = torch.from_numpy(np.array(z["logits"], dtype=np.float32))
                 metrics = json.loads(str(z["metrics"]))
-            if logits.shape[0] == len(dataset):
+            if logits.shape[0] == _logit_rows(dataset):
                 if not quiet:
                     print(f"teacher evaluation: reused {path}")
                 return metrics, logits

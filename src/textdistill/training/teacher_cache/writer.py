@@ -44,7 +44,10 @@ def _plan(spec: CacheSpec, ex: _Examples, dims: dict[str, int], dtype: str) -> _
     store = np.dtype(_NUMPY_DTYPE[dtype]).name
     p = _Plan()
     p.arrays["input_ids"] = _Array("input_ids.bin", (t,), "int32")
-    p.arrays["logits"] = _Array("logits.bin", (n, dims["labels"]), store)
+    if dims.get("token_logits"):  # token classification: (T, C), real tokens only, like hidden states
+        p.arrays["token_logits"] = _Array("token_logits.bin", (t, dims["labels"]), store)
+    else:
+        p.arrays["logits"] = _Array("logits.bin", (n, dims["labels"]), store)
     for i in spec.hidden:
         p.arrays[f"hidden_{i}"] = _Array(f"hidden_{i}.bin", (t, dims["hidden"]), store)
     for layer in spec.qkv:

@@ -1,0 +1,114 @@
+"""Token-classification data for ``benchmark`` and ``export``: tagged files read, encoded and batched once.
+
+The token counterparts of :func:`~textdistill.evaluation.benchmark.read_labelled` and
+:class:`~textdistill.evaluation.benchmark.EvalData`, plus :func:`evaluate_any`, which scores a model on
+either kind (entity metrics and word-level logits for token data).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from textdistill.data.labels import LabelMap
+
+
+def read_token_labelled(
+    data_path: Any,
+    *,
+    id2label: Mapping[int, str],
+    format: str = "auto",
+    encoding: str = "utf-8",
+    max_examples: int | None = None,
+    seed: int = 0,
+    **_: Any,
+) -> tuple[list[Any], LabelMap]:
+    """Read a tagged file (CoNLL or JSONL), re-tag it in the model's scheme and check every tag.
+
+    Raises:
+        DataError: unreadable file or a tag the model cannot output (file and sentence named).
+    """
+    from textdistill.data.conll import read_token_file
+    from textdistill.data.token_task import check_tags, normalise_tags
+    from textdistill.evaluation.token_eval import model_scheme
+
+    result = read_token_file(
+        data_path, format="auto" if format in ("auto", "tsv") else format, encoding=encoding
+    )
+    label_map = LabelMap(tuple(id2label[i] for i in range(len(id2label))), source="model")
+    normalise_tags(result, model_scheme(label_map.names))
+    check_tags(result, label_map)
+    examples = list(result.examples)
+    if max_examples is not None and len(examples) > max_examples:
+        keep = sorted(random.Random(seed).sample(range(len(examples)), max_examples))
+        examples = [examples[i] for i in keep]
+    return examples, label_map
+
+
+class TokenEvalData:
+    """Tagged sentences as one model sees them (same attributes as ``EvalData``, plus ``dataset``)."""
+
+    def __init__(
+        self,
+        examples: list[Any],
+        tokenizer: Any,
+        *,
+        label_map: LabelMap,
+        max_length: int,
+        batch_size: int,
+        speed_examples: int,
+        seed: int,
+        **_: Any,
+    ):
+        from torch.utils.data import Subset
+
+        from textdistill.data import Collator, make_loader
+        from textdistill.data.token_encoding import TokenEncodedDataset
+        from textdistill.evaluation.token_eval import model_scheme
+
+        self.tokenizer = tokenizer
+        self.dataset = TokenEncodedDataset(examples, tokenizer, max_length, label_map)
+        self.dataset.tag_scheme = model_scheme(label_map.names)
+        collator = Collator.for_tokenizer(tokenizer)
+
+        def batches(ds: Any) -> list[dict[str, torch.Tensor]]:
+            return list(
+                make_loader(
+                    ds, batch_size, shuffle=False, group_by_length=False, seed=seed, collator=collator
+                )
+            )
+
+        self.lengths = list(self.dataset.lengths)
+        self.eval_batches = batches(self.dataset)
+        rng = random.Random(seed + 1)
+        idx = list(range(len(self.dataset)))
+        speed_idx = idx if len(idx) <= speed_examples else sorted(rng.sample(idx, speed_examples))
+        self.speed_batches = batches(Subset(self.dataset, speed_idx))
+        self.input_ids = [self.dataset[i]["input_ids"] for i in range(len(self.dataset))]
+
+
+def evaluate_any(
+    model: Any, enc: Any, *, regression: bool, **kw: Any
+) -> tuple[dict[str, float], torch.Tensor]:
+    """``evaluate_model`` for text data, :func:`~textdistill.evaluation.seq_metrics.evaluate_token_model`
+    (word-level logits) for :class:`TokenEvalData`."""
+    if isinstance(enc, TokenEvalData):
+        from textdistill.evaluation.seq_metrics import evaluate_token_model
+
+        return evaluate_token_model(model, enc.eval_batches, enc.dataset, **kw)
+    from textdistill.evaluation.metrics import evaluate_model
+
+    return evaluate_model(model, enc.eval_batches, regression=regression, **kw)
+
+
+def real_token_rows(outputs: list[np.ndarray], batches: list[Mapping[str, Any]]) -> np.ndarray:
+    """``(T, C)`` logits at the real tokens of per-batch ``(B, L, C)`` outputs (for parity agreement)."""
+    rows = []
+    for out, batch in zip(outputs, batches):
+        mask = np.asarray(batch["attention_mask"]).astype(bool)
+        rows.append(np.asarray(out)[mask[:, : np.asarray(out).shape[1]]])
+    return np.concatenate(rows)
