@@ -29,6 +29,11 @@ class TeacherConfig:
     """Where the teacher cache lives; default ``<output_dir>/../.textdistill-cache``."""
     trust_remote_code: bool = False
     """Allow model code shipped with the checkpoint to run (off: loading never executes code)."""
+    gguf_file: str | None = None
+    """causal_lm: name of a GGUF file inside teacher.path to load (dequantised; needs the gguf package)."""
+    store_topk: int | None = None
+    """causal_lm: keep the teacher's top-k next-token log-probabilities (+ rest mass) per token on disk and
+    train without the teacher in memory; null runs the teacher live. k = the vocabulary size is exact."""
 
 
 @dataclass
@@ -49,6 +54,8 @@ class StudentConfig:
     """shrink: attention heads (default: the teacher's, or hidden_size // 64)."""
     intermediate_size: int | None = None
     """shrink: feed-forward width (default: 4 * hidden_size)."""
+    num_kv_heads: int | None = None
+    """shrink (causal_lm, grouped-query attention models such as Llama): key/value heads; must divide num_heads."""
     init_embeddings_from_teacher: bool = True
     """shrink/bilstm: initialise token embeddings from the teacher's (projected by PCA when widths differ)."""
     vocab: Any = "full"
@@ -86,6 +93,13 @@ class DataConfig:
     """Optional test file, evaluated once at the end."""
     format: str = "auto"
     """auto (by extension) | tsv | csv | jsonl | hf."""
+    task: str | None = None
+    """causal_lm: distil a generative LM (train on .txt or .jsonl with text or prompt/response). null:
+    causal_lm when the teacher's architecture is a causal LM, else sequence classification."""
+    packing: bool = False
+    """causal_lm: concatenate examples into rows of max_length tokens (no padding) instead of padding."""
+    chat_template: bool | None = None
+    """causal_lm: render prompts with the tokenizer's chat template (null: when it has one)."""
     text_column: str = "sentence"
     """Column holding the text (or the first text of a pair)."""
     text_pair_column: str | None = None

@@ -15,6 +15,8 @@ Layout of a store directory (row order = the order of the rows given to the buil
     topk_ids.npy     (T, k) uint16 (vocab <= 65,536) or int32
     topk_logp.npy    (T, k) float32 or float16 (``store_dtype``)
     rest_logp.npy    (T,) float32
+    target_logp.npy  (T,) float32 the teacher's log-probability of the actual next token (0 at a row's
+                     last position): the teacher's perplexity without the teacher
 
 The directory is written to a temporary sibling and renamed into place when complete: a crash never leaves
 a store that opens. The fingerprint covers the teacher's weights and config, every row's tokens, ``k`` and the
@@ -73,9 +75,9 @@ class LMTopKStore:
         self.lengths = np.load(self.directory / "lengths.npy")
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
         load = {name: np.load(self.directory / f"{name}.npy", mmap_mode="r") for name in self._ARRAYS}
-        self.input_ids, self.ids, self.logp, self.rest = (load[n] for n in self._ARRAYS)
+        self.input_ids, self.ids, self.logp, self.rest, self.target_logp = (load[n] for n in self._ARRAYS)
 
-    _ARRAYS = ("input_ids", "topk_ids", "topk_logp", "rest_logp")
+    _ARRAYS = ("input_ids", "topk_ids", "topk_logp", "rest_logp", "target_logp")
 
     @property
     def fingerprint(self) -> str:
@@ -118,6 +120,19 @@ class LMTopKStore:
         return TokenTopK(logprobs=logp, ids=ids, rest_logmass=rest)
 
 
+def lookup_targets(store: LMTopKStore, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``(B, L)`` the teacher's stored log-probability of the actual next token (0 at padding / last token).
+
+    Rows are checked as in :meth:`LMTopKStore.lookup` (call that first for the same batch).
+    """
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    out = torch.zeros(ids.shape, dtype=torch.float32)
+    for i, row in enumerate(batch["example_id"].tolist()):
+        start, n = int(store.offsets[row]), int(mask[i].sum())
+        out[i, :n] = torch.from_numpy(np.array(store.target_logp[start : start + n], dtype=np.float32))
+    return out.to(ids.device)
+
+
 class StoredLMTeacher:
     """A :class:`~textdistill.training.distiller.TeacherSource` reading the store (no teacher in memory).
 
@@ -135,6 +150,45 @@ class StoredLMTeacher:
         device = ids.device
         topk = TokenTopK(topk.logprobs.to(device), topk.ids.to(device), topk.rest_logmass.to(device))
         return ModelOutputs(logits=torch.empty(ids.shape[0], ids.shape[1], 0, device=device), token_topk=topk)
+
+
+def store_components(teacher_id: str, rows: list[dict[str, Any]], k: int, store_dtype: str) -> dict[str, Any]:
+    """What the fingerprint of a store covers."""
+    return {"teacher": teacher_id, "rows": _rows_hash(rows), "k": k, "dtype": store_dtype, "format": 2}
+
+
+def find_lm_topk_store(
+    directory: str | Path, teacher_id: str, rows: list[dict[str, Any]], k: int, store_dtype: str = "fp32"
+) -> LMTopKStore | None:
+    """The finished store in ``directory`` when it was built for this teacher, rows, k and dtype; else None."""
+    if not (Path(directory) / "meta.json").is_file():
+        return None
+    try:
+        store = LMTopKStore(directory)
+    except (DataError, OSError, ValueError, KeyError):
+        return None  # incomplete or corrupt: rebuilt
+    wanted = cache_fingerprint(store_components(teacher_id, rows, k, store_dtype))
+    return store if store.fingerprint == wanted else None
+
+
+def teacher_files_hash(path: str | Path, gguf_file: str | None = None) -> str:
+    """SHA-256 over a teacher folder's config, tokenizer and weight files (names and bytes).
+
+    Computed from the files, so a warm store is recognised before (and without) loading the teacher.
+    """
+    folder = Path(path)
+    h = hashlib.sha256()
+    suffixes = (".json", ".safetensors", ".bin", ".model", ".txt", ".gguf")
+    for f in sorted(folder.iterdir()):
+        if not f.is_file() or f.suffix not in suffixes:
+            continue
+        if f.suffix == ".gguf" and f.name != gguf_file:
+            continue
+        h.update(f.name.encode() + b"\0")
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 24), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def check_k(k: int, vocab_size: int) -> None:
@@ -155,6 +209,7 @@ def build_lm_topk_store(
     collate: Any,
     batch_size: int = 8,
     store_dtype: str = "fp32",
+    teacher_id: str | None = None,
 ) -> LMTopKStore:
     """Run the teacher once over ``rows`` and store top-k per real position; reuse a matching store.
 
@@ -166,6 +221,8 @@ def build_lm_topk_store(
         collate: an :class:`~textdistill.data.lm_data.LMCollator`.
         batch_size: rows per teacher forward.
         store_dtype: ``fp32`` or ``fp16`` for the log-probabilities.
+        teacher_id: identity of the teacher for the fingerprint (:func:`teacher_files_hash` of its files,
+            so a warm store is found without loading the teacher); None hashes the loaded weights.
 
     Raises:
         DataError: k outside ``1..V``, or an unknown ``store_dtype``.
@@ -174,18 +231,13 @@ def build_lm_topk_store(
     check_k(k, vocab)
     if store_dtype not in DTYPES:
         raise DataError(f"store_dtype {store_dtype!r} is not valid; choose one of {', '.join(DTYPES)}")
-    components = {
-        "teacher": weights_hash(teacher.model),
-        "rows": _rows_hash(rows),
-        "k": k,
-        "dtype": store_dtype,
-    }
+    ident = teacher_id if teacher_id is not None else weights_hash(teacher.model)
+    existing = find_lm_topk_store(directory, ident, rows, k, store_dtype)
+    if existing is not None:
+        return existing
+    components = store_components(ident, rows, k, store_dtype)
     fingerprint = cache_fingerprint(components)
     directory = Path(directory)
-    if (directory / "meta.json").is_file():
-        existing = LMTopKStore(directory)
-        if existing.fingerprint == fingerprint:
-            return existing
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -196,6 +248,7 @@ def build_lm_topk_store(
     np.save(tmp / "topk_ids.npy", arrays["ids"].astype(id_dtype))
     np.save(tmp / "topk_logp.npy", arrays["logp"].astype(DTYPES[store_dtype]))
     np.save(tmp / "rest_logp.npy", arrays["rest"].astype(np.float32))
+    np.save(tmp / "target_logp.npy", arrays["target"].astype(np.float32))
     meta = {
         "fingerprint": fingerprint,
         "components": components,
@@ -213,13 +266,16 @@ def _teacher_pass(
     teacher: torch.nn.Module, rows: list[dict[str, Any]], k: int, collate: Any, batch_size: int
 ) -> dict[str, np.ndarray]:
     """Top-k of every real position of every row, concatenated in row order."""
-    parts: dict[str, list[np.ndarray]] = {"input_ids": [], "ids": [], "logp": [], "rest": []}
+    parts: dict[str, list[np.ndarray]] = {"input_ids": [], "ids": [], "logp": [], "rest": [], "target": []}
     lengths = []
     for start in range(0, len(rows), batch_size):
         batch = collate(rows[start : start + batch_size])
         with torch.no_grad():
             logits = teacher(batch["input_ids"], batch["attention_mask"]).logits
         logp, ids, rest = topk_of(logits, k)
+        full = torch.log_softmax(logits.float(), dim=-1)
+        nxt = torch.cat([batch["input_ids"][:, 1:], batch["input_ids"][:, :1]], dim=1)
+        target = full.gather(-1, nxt.unsqueeze(-1)).squeeze(-1)
         for i in range(logits.shape[0]):
             n = int(batch["attention_mask"][i].sum())
             lengths.append(n)
@@ -227,6 +283,9 @@ def _teacher_pass(
             parts["ids"].append(ids[i, :n].numpy())
             parts["logp"].append(logp[i, :n].numpy())
             parts["rest"].append(rest[i, :n].numpy())
+            t = target[i, :n].clone()
+            t[n - 1] = 0.0  # the last real token predicts nothing stored
+            parts["target"].append(t.numpy())
     out = {name: np.concatenate(v) for name, v in parts.items()}
     out["lengths"] = np.asarray(lengths, dtype=np.int64)
     return out
