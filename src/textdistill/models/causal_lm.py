@@ -97,7 +97,12 @@ class HFCausalLM(nn.Module):
 
 
 def load_causal_lm(
-    path: str | Path, *, gguf_file: str | None = None, dtype: torch.dtype = torch.float32, frozen: bool = True
+    path: str | Path,
+    *,
+    gguf_file: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    frozen: bool = True,
+    trust_remote_code: bool = False,
 ) -> HFCausalLM:
     """Load a causal LM from a local directory (a ``save_pretrained`` folder, or one holding a GGUF file).
 
@@ -106,6 +111,7 @@ def load_causal_lm(
         gguf_file: name of a GGUF file inside ``path`` (needs the ``gguf`` package; dequantised to ``dtype``).
         dtype: parameter dtype.
         frozen: eval mode and no gradients (a teacher); False gives a trainable model in train mode.
+        trust_remote_code: allow model code shipped with the checkpoint to run (off: never executes code).
 
     Raises:
         ModelError: a missing directory or file, or weights transformers cannot load, with the reason.
@@ -130,7 +136,9 @@ def load_causal_lm(
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(folder), trust_remote_code=trust_remote_code, **kwargs
+        )
     except ImportError as exc:
         raise ModelError(f"cannot load {str(folder)!r}: {exc}. For GGUF files: pip install gguf") from exc
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:

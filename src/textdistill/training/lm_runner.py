@@ -68,7 +68,9 @@ def _teacher_config(cfg: Config) -> Any:
     from transformers import AutoConfig
 
     kwargs = {"gguf_file": cfg.teacher.gguf_file} if cfg.teacher.gguf_file else {}
-    return AutoConfig.from_pretrained(cfg.teacher.path, **kwargs)
+    return AutoConfig.from_pretrained(
+        cfg.teacher.path, trust_remote_code=cfg.teacher.trust_remote_code, **kwargs
+    )
 
 
 def lm_config_problems(cfg: Config, mode: str) -> list[str]:
@@ -211,7 +213,9 @@ def run_lm_training(cfg: Config, mode: str = "distill", *, quiet: bool = False) 
     torch.manual_seed(cfg.train.seed)
     teacher_info = causal_lm_info(config)
     tok_kwargs = {"gguf_file": cfg.teacher.gguf_file} if cfg.teacher.gguf_file else {}
-    tokenizer = AutoTokenizer.from_pretrained(cfg.teacher.path, **tok_kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(
+        cfg.teacher.path, trust_remote_code=cfg.teacher.trust_remote_code, **tok_kwargs
+    )
     collate = LMCollator(pad_token_of(tokenizer))
     rows = {
         "train": _rows(cfg, tokenizer, cfg.data.train, cfg.data.max_train_examples),
@@ -223,7 +227,9 @@ def run_lm_training(cfg: Config, mode: str = "distill", *, quiet: bool = False) 
     warm = use_store and all(s is not None for s in stores.values())
     teacher = None
     if not warm or cfg.student.type != "pretrained":
-        teacher = load_causal_lm(cfg.teacher.path, gguf_file=cfg.teacher.gguf_file)
+        teacher = load_causal_lm(
+            cfg.teacher.path, gguf_file=cfg.teacher.gguf_file, trust_remote_code=cfg.teacher.trust_remote_code
+        )
     if use_store and not warm:
         root = _store_root(cfg)
         for split, r in rows.items():
