@@ -146,7 +146,8 @@ def test_validation_reports_every_problem_at_once() -> None:
     problems = validate_objective(terms, TEACHER, info(2, 8, 4))
     expected = [
         "objective.0 (hiden_mse): unknown loss term 'hiden_mse'; valid choices: attention_kl, attention_mse, "
-        "embedding_mse, hard_ce, hidden_cos, hidden_mse, kd_kl, kd_mse, kd_soft_ce, minilm, minilmv2, pkd. "
+        "embedding_mse, hard_ce, hidden_cos, hidden_mse, kd_kl, kd_mse, kd_soft_ce, lm_ce, lm_jsd, lm_kl, lm_reverse_kl, lm_skew_kl, "
+        "lm_skew_reverse_kl, lm_tvd, minilm, minilmv2, pkd. "
         "Did you mean 'hidden_mse'?",
         "objective.1 (kd_kl).params.temprature: kd_kl has no parameter 'temprature'; valid parameters: scale_t2, "
         "temperature. Did you mean 'temperature'?",

@@ -30,6 +30,11 @@ class TeacherConfig:
     """Where the teacher cache lives; default ``<output_dir>/../.textdistill-cache``."""
     trust_remote_code: bool = False
     """Allow model code shipped with the checkpoint to run (off: loading never executes code)."""
+    gguf_file: str | None = None
+    """causal_lm: name of a GGUF file inside teacher.path to load (dequantised; needs the gguf package)."""
+    store_topk: int | None = None
+    """causal_lm: keep the teacher's top-k next-token log-probabilities (+ rest mass) per token on disk and
+    train without the teacher in memory; null runs the teacher live. k = the vocabulary size is exact."""
 
 
 @dataclass
@@ -50,6 +55,8 @@ class StudentConfig:
     """shrink: attention heads (default: the teacher's, or hidden_size // 64)."""
     intermediate_size: int | None = None
     """shrink: feed-forward width (default: 4 * hidden_size)."""
+    num_kv_heads: int | None = None
+    """shrink (causal_lm, grouped-query attention models such as Llama): key/value heads; must divide num_heads."""
     init_embeddings_from_teacher: bool = True
     """shrink/bilstm: initialise token embeddings from the teacher's (projected by PCA when widths differ)."""
     vocab: Any = "full"
@@ -87,6 +94,10 @@ class DataConfig:
     """Optional test file, evaluated once at the end."""
     format: str = "auto"
     """auto (by extension) | tsv | csv | jsonl | conll | hf."""
+    packing: bool = False
+    """causal_lm: concatenate examples into rows of max_length tokens (no padding) instead of padding."""
+    chat_template: bool | None = None
+    """causal_lm: render prompts with the tokenizer's chat template (null: when it has one)."""
     text_column: str | None = None
     """Column holding the text (or the first text of a pair). Unset: inferred from the header: a known pair
     (sentence1/sentence2, question/sentence, premise/hypothesis, text_a/text_b, question1/question2) makes a
@@ -124,8 +135,10 @@ class DataConfig:
     dev_fraction: float | None = None
     """Carve a seeded dev split of this fraction out of train when no dev file is given."""
     task: str = "auto"
-    """auto (token_classification for CoNLL column files and JSONL with a token list, else sequence
-    classification) | sequence_classification | token_classification."""
+    """auto | sequence_classification | token_classification | causal_lm. auto: causal_lm when the teacher
+    is a causal LM (or a GGUF file), token_classification for CoNLL column files and JSONL with a token
+    list, else sequence classification. causal_lm distils a generative LM (train on .txt or .jsonl with
+    text or prompt/response; docs/lm.md)."""
     tag_column: int = -1
     """Token tasks, CoNLL files: 0-based column of the tag (negative counts from the end; default the last)."""
     tokens_key: str = "tokens"

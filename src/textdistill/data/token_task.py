@@ -24,7 +24,7 @@ from textdistill.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-TASKS = ("auto", "sequence_classification", "token_classification")
+TASKS = ("auto", "sequence_classification", "token_classification", "causal_lm")
 """Values of ``data.task``."""
 
 
@@ -51,7 +51,7 @@ def is_token_task(d: DataConfig) -> bool:
     """Whether ``data`` describes a token-classification task (``data.task``, else the train file's format)."""
     if d.task != "auto":
         # an unknown value goes to the token loader, whose option check names it and the choices
-        return d.task != "sequence_classification"
+        return d.task not in ("sequence_classification", "causal_lm")
     if not d.train or d.format in ("tsv", "csv", "hf"):
         return False
     return is_token_file(d.train, d.format, d.tokens_key)

@@ -65,6 +65,25 @@ class FeatureRequest:
 
 
 @dataclass
+class TokenTopK:
+    """A causal-LM teacher's next-token distributions kept as top-k (from the teacher-logit store).
+
+    Storing all ``V`` log-probabilities per position is too large (49k floats a token for SmolLM2), so the
+    store keeps the ``k`` most probable tokens and the probability mass of all others in one number. The
+    LM losses compare the distributions over these ``k + 1`` buckets (see :mod:`textdistill.losses.lm`).
+
+    Attributes:
+        logprobs: ``(B, L, k)`` teacher log-probabilities (temperature 1) of the top-k tokens.
+        ids: ``(B, L, k)`` their vocabulary ids (long).
+        rest_logmass: ``(B, L)`` ``log(1 - sum exp(logprobs))``; ``-inf`` when ``k`` is the vocabulary.
+    """
+
+    logprobs: torch.Tensor
+    ids: torch.Tensor
+    rest_logmass: torch.Tensor
+
+
+@dataclass
 class ModelOutputs:
     """Outputs of a teacher or student forward pass.
 
@@ -77,6 +96,8 @@ class ModelOutputs:
         qkv: layer -> ``(q, k, v)``, each ``(B, L, H)`` projections before the head split; or None.
         attention_mask: ``(B, L)`` 1 for real tokens, 0 for padding.
         num_heads: attention heads per layer of the model that produced these outputs (None for BiLSTM).
+        token_topk: a causal-LM teacher's top-k next-token distributions read from the teacher-logit store
+            (then ``logits`` is an empty placeholder); None otherwise.
     """
 
     logits: torch.Tensor
@@ -86,6 +107,7 @@ class ModelOutputs:
     qkv: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
     attention_mask: torch.Tensor | None = None
     num_heads: int | None = None
+    token_topk: TokenTopK | None = None
 
     def float(self) -> ModelOutputs:
         """The same outputs in fp32 (losses are computed in fp32 even when the forward ran under autocast)."""
@@ -103,6 +125,7 @@ class ModelOutputs:
             qkv=None if self.qkv is None else {k: tuple(f(x) for x in v) for k, v in self.qkv.items()},
             attention_mask=self.attention_mask,
             num_heads=self.num_heads,
+            token_topk=self.token_topk,
         )
 
 
