@@ -114,3 +114,17 @@ def test_config_errors_before_any_weights_load(setup, monkeypatch):
     text = str(err.value)
     assert "cannot be re-tempered" in text and "'kd_kl' is not a causal-LM term" in text
     assert lm_runner.is_causal_lm_run(cfg(setup, "x", "data.task=causal_lm"))
+
+
+def test_the_default_objective_becomes_forward_kl_and_a_run_needs_no_objective_setting(setup):
+    from textdistill.config.schema import Config
+
+    default = Config()
+    assert [t.name for t in lm_runner.with_lm_objective(default).objective] == ["lm_kl"]
+    explicit = cfg(setup, "x", "objective.0.name=lm_tvd")
+    assert lm_runner.with_lm_objective(explicit) is explicit  # a chosen objective is kept
+    plain = cfg(setup, "plain")
+    plain.objective = Config().objective  # as if the user set no objective (schema default kd_kl)
+    run_training(plain, quiet=True)
+    written = json.loads((setup / "plain" / "results.json").read_text())
+    assert written["dev"]["token_kl"] >= 0

@@ -73,6 +73,19 @@ def _teacher_config(cfg: Config) -> Any:
     )
 
 
+def with_lm_objective(cfg: Config) -> Config:
+    """``cfg`` with the schema's default objective (one ``kd_kl`` term, for classifiers) replaced by forward
+    KL over next-token distributions (``lm_kl``), so a causal-LM run needs no objective setting."""
+    from dataclasses import replace
+
+    from textdistill.config.schema import LossTermConfig
+    from textdistill.data.task_inference import is_default_objective
+
+    if not is_default_objective(cfg.objective):
+        return cfg
+    return replace(cfg, objective=[LossTermConfig(name="lm_kl")])
+
+
 def lm_config_problems(cfg: Config, mode: str) -> list[str]:
     """Every problem with an LM distillation config that can be found without loading weights."""
     problems = []
@@ -209,6 +222,7 @@ def run_lm_training(cfg: Config, mode: str = "distill", *, quiet: bool = False) 
     )
 
     t_start = time.perf_counter()
+    cfg = with_lm_objective(cfg)
     config = _validate(cfg, mode)
     torch.manual_seed(cfg.train.seed)
     teacher_info = causal_lm_info(config)
