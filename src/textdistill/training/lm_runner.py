@@ -121,8 +121,10 @@ def lm_config_problems(cfg: Config, mode: str) -> list[str]:
     return problems
 
 
-def _validate(cfg: Config, mode: str) -> Any:
-    """Raise ConfigError with every problem; return the teacher's config (no weights loaded)."""
+def _validate(cfg: Config, mode: str) -> tuple[Config, Any]:
+    """Raise ConfigError with every problem; return the run's config (default objective: ``lm_kl``) and
+    the teacher's config (no weights loaded)."""
+    cfg = with_lm_objective(cfg)
     problems = lm_config_problems(cfg, mode)
     if problems:
         raise ConfigError(problems)
@@ -138,7 +140,7 @@ def _validate(cfg: Config, mode: str) -> Any:
             check_k(k, int(config.vocab_size))
         except Exception as exc:  # DataError: reported as a config problem before anything loads
             raise ConfigError([f"teacher.store_topk: {exc}"]) from exc
-    return config
+    return cfg, config
 
 
 def _rows(cfg: Config, tokenizer: Any, path: str, limit: int | None) -> list[dict[str, Any]]:
@@ -222,8 +224,7 @@ def run_lm_training(cfg: Config, mode: str = "distill", *, quiet: bool = False) 
     )
 
     t_start = time.perf_counter()
-    cfg = with_lm_objective(cfg)
-    config = _validate(cfg, mode)
+    cfg, config = _validate(cfg, mode)
     torch.manual_seed(cfg.train.seed)
     teacher_info = causal_lm_info(config)
     tok_kwargs = {"gguf_file": cfg.teacher.gguf_file} if cfg.teacher.gguf_file else {}
