@@ -321,17 +321,11 @@ class LMSkewKL(_TokenDivergence):
 
 
 @register_term
-class LMSkewReverseKL(_TokenDivergence):
-    """DistiLLM's skew reverse KL, ``KL(q || alpha q + (1 - alpha) p)``; alpha = 0 is reverse KL."""
+class LMSkewReverseKL(LMSkewKL):
+    """DistiLLM's skew reverse KL, ``KL(q || alpha q + (1 - alpha) p)``; alpha = 0 is reverse KL. Same
+    parameters and checks as :class:`LMSkewKL`, the roles of teacher and student swapped."""
 
     name = "lm_skew_reverse_kl"
-    PARAMS = LMSkewKL.PARAMS
-
-    @classmethod
-    def extra_problems(cls, params, teacher_info, student_info, layer_map, key):
-        return _alpha_problems(params, key) + super().extra_problems(
-            params, teacher_info, student_info, layer_map, key
-        )
 
     def divergence(self, log_p, log_q):
         return skew_kl(log_q, log_p, self.params["alpha"])
