@@ -477,10 +477,22 @@ def _check_teacher(run: _Run, data: _Data, models: _Models, out: _Out, loop: _Lo
     teacher = models.teacher
     if teacher is None or run.spec is None:
         return
-    t_dev = data.xtok.teacher_dev(data.dev) if data.xtok is not None else data.dev  # the teacher's tokens
+    loop.teacher_dev = _teacher_dev(run, data, teacher, loop)
+    metrics, logits = loop.teacher_dev
+    warnings = check_model(
+        "the teacher", metrics, logits, data.task, run.spec, TEACHER_ADVICE, quiet=run.quiet
+    )
+    out.record(run.main, warnings=warnings)
+
+
+def _teacher_dev(
+    run: _Run, data: _Data, teacher: nn.Module, loop: _Loop
+) -> tuple[dict[str, float], torch.Tensor]:
+    """The teacher's dev metrics and logits, on the teacher's own tokens (from its cache when it holds them)."""
+    t_dev = data.xtok.teacher_dev(data.dev)
     # Only a cold cache runs the teacher here: the RNG must not move, or cold and warm runs would differ.
     with preserved_rng():
-        loop.teacher_dev = teacher_dev_evaluation(
+        return teacher_dev_evaluation(
             run.cfg,
             teacher,
             t_dev,
@@ -489,11 +501,6 @@ def _check_teacher(run: _Run, data: _Data, models: _Models, out: _Out, loop: _Lo
             world=loop.world,
             quiet=run.quiet,
         )
-    metrics, logits = loop.teacher_dev
-    warnings = check_model(
-        "the teacher", metrics, logits, data.task, run.spec, TEACHER_ADVICE, quiet=run.quiet
-    )
-    out.record(run.main, warnings=warnings)
 
 
 def _make_distiller(
@@ -649,26 +656,12 @@ def _final_results(
         )
         out.run_json.setdefault("warnings", []).extend(found)
     teacher = models.teacher
-    if teacher is not None and loop.teacher_dev is not None:
-        teacher_dev, teacher_dev_logits = loop.teacher_dev
-        results["teacher_dev"] = teacher_dev
+    if teacher is not None:
         from textdistill.evaluation.metrics import agreement
 
-        results["dev_agreement_with_teacher"] = agreement(student_dev_logits, teacher_dev_logits)
-    elif teacher is not None:
-        t_dev = data.xtok.teacher_dev(data.dev)
-        teacher_dev, teacher_dev_logits = teacher_dev_evaluation(
-            run.cfg,
-            teacher,
-            t_dev,
-            loop.precision,
-            lambda: loop.evaluate(teacher, t_dev),
-            world=loop.world,
-            quiet=run.quiet,
-        )
-        results["teacher_dev"] = teacher_dev
-        from textdistill.evaluation.metrics import agreement
-
+        if loop.teacher_dev is None:  # not scored before training (no task spec)
+            loop.teacher_dev = _teacher_dev(run, data, teacher, loop)
+        results["teacher_dev"], teacher_dev_logits = loop.teacher_dev
         results["dev_agreement_with_teacher"] = agreement(student_dev_logits, teacher_dev_logits)
     if data.test is not None and any(_labelled(e) for e in data.task.test):
         if best_model is None:
