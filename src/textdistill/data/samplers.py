@@ -7,13 +7,24 @@ the batches the uninterrupted run would have seen: ``set_epoch(e)`` and ``start_
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from textdistill.errors import DataError
+
+T = TypeVar("T")
+
+
+def seeded_subset(items: list[T], limit: int | None, seed: int | str) -> list[T]:
+    """A seeded random subset of ``limit`` items, in their original order (all when it fits)."""
+    if limit is None or len(items) <= limit:
+        return items
+    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
+    return [items[i] for i in keep]
 
 
 def _rng(seed: int, epoch: int) -> np.random.Generator:

@@ -14,6 +14,7 @@ from typing import Any
 from textdistill.config.schema import DataConfig
 from textdistill.data.labels import LabelMap, check_labels, resolve_label_map, sort_labels
 from textdistill.data.readers import Example, ReadResult, read_examples, read_hf_dataset
+from textdistill.data.samplers import seeded_subset
 from textdistill.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -149,9 +150,9 @@ def load_task_data(
     if cfg.dev_fraction is not None:
         train, dev = _carve(train, cfg.dev_fraction, seed, str(cfg.train))
     test = list(test_r.examples) if test_r is not None else []
-    train = _subset(train, cfg.max_train_examples, f"{seed}:train")
-    dev = _subset(dev, cfg.max_eval_examples, f"{seed}:dev")
-    test = _subset(test, cfg.max_eval_examples, f"{seed}:test")
+    train = seeded_subset(train, cfg.max_train_examples, f"{seed}:train")
+    dev = seeded_subset(dev, cfg.max_eval_examples, f"{seed}:dev")
+    test = seeded_subset(test, cfg.max_eval_examples, f"{seed}:test")
 
     stats = _split_stats(cfg, label_map, (train_r, dev_r, test_r), (train, dev, test))
     return TaskData(train, dev, test, label_map, bool(cfg.regression), stats)
@@ -278,14 +279,6 @@ def _carve(
     if dropped:
         log.info("%s: dropped %d augmented variants of dev examples from training", source, dropped)
     return train, dev
-
-
-def _subset(examples: list[Example], limit: int | None, seed: str) -> list[Example]:
-    """A seeded random subset of ``limit`` examples in their original order (all when it fits)."""
-    if limit is None or len(examples) <= limit:
-        return examples
-    keep = set(random.Random(seed).sample(range(len(examples)), limit))
-    return [e for i, e in enumerate(examples) if i in keep]
 
 
 def demo_corpus_path() -> Path:

@@ -19,6 +19,7 @@ from typing import Any
 from textdistill.config.schema import DataConfig
 from textdistill.data.conll import TokenExample, TokenReadResult, is_token_file, read_token_file
 from textdistill.data.labels import LabelMap, resolve_label_map
+from textdistill.data.samplers import seeded_subset
 from textdistill.data.tags import SCHEMES, detect_scheme, entity_spans, render_tags, split_tag
 from textdistill.errors import ConfigError, DataError
 
@@ -173,9 +174,9 @@ def load_token_task(
     if d.dev_fraction is not None:
         train, dev = _carve(train, d.dev_fraction, seed, str(d.train))
     test = list(test_r.examples) if test_r is not None else []
-    train = _subset(train, d.max_train_examples, f"{seed}:train")
-    dev = _subset(dev, d.max_eval_examples, f"{seed}:dev")
-    test = _subset(test, d.max_eval_examples, f"{seed}:test")
+    train = seeded_subset(train, d.max_train_examples, f"{seed}:train")
+    dev = seeded_subset(dev, d.max_eval_examples, f"{seed}:dev")
+    test = seeded_subset(test, d.max_eval_examples, f"{seed}:test")
     for name, part in (("train", train), ("dev", dev), ("test", test)):
         if name in stats:
             stats[name]["examples"] = len(part)
@@ -204,15 +205,6 @@ class TokenTaskData:
     def num_labels(self) -> int:
         """Output width of the tagger: the number of tags."""
         return len(self.label_map)
-
-
-def _subset(examples: list[TokenExample], limit: int | None, seed: str) -> list[TokenExample]:
-    """A seeded random subset of ``limit`` sentences in file order (all when it fits); the same draw as
-    :func:`textdistill.data.task._subset`."""
-    if limit is None or len(examples) <= limit:
-        return examples
-    keep = set(random.Random(seed).sample(range(len(examples)), limit))
-    return [e for i, e in enumerate(examples) if i in keep]
 
 
 def _carve(

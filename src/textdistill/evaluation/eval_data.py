@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from textdistill.data.samplers import seeded_subset
 from textdistill.errors import DataError, ModelError
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
@@ -42,14 +42,6 @@ def model_tokenizer(directory: str | os.PathLike[str], fallback: Any | None = No
         f"{str(d)!r} holds no tokenizer files; save the model with its tokenizer "
         "(textdistill.models.io.save_model(model, dir, tokenizer))."
     )
-
-
-def _seeded_subset(items: list[Any], limit: int | None, seed: int) -> list[Any]:
-    """A seeded random subset of ``limit`` items, in their original order (all when it fits)."""
-    if limit is None or len(items) <= limit:
-        return items
-    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
-    return [items[i] for i in keep]
 
 
 def read_labelled(
@@ -99,10 +91,8 @@ def read_labelled(
     if not regression:
         label_map = resolve_label_map([str(e.label) for e in read.examples], labels, id2label)
         check_labels(read, label_map)
-    from textdistill.data.task import _subset
-
     # the subset a run with train.seed=seed and data.max_eval_examples evaluates: the same dev rows
-    examples = _subset(list(read.examples), max_examples, f"{seed}:dev")
+    examples = seeded_subset(list(read.examples), max_examples, f"{seed}:dev")
     if not examples:
         raise DataError(f"{data_path}: no examples to evaluate on.")
     return examples, label_map
@@ -156,6 +146,6 @@ class EvalData:
 
         self.lengths = list(dataset.lengths)
         self.eval_batches = batches(dataset)
-        speed_idx = _seeded_subset(list(range(len(dataset))), speed_examples, seed + 1)
+        speed_idx = seeded_subset(list(range(len(dataset))), speed_examples, seed + 1)
         self.speed_batches = batches(Subset(dataset, speed_idx))
         self.input_ids = [dataset[i]["input_ids"] for i in range(len(dataset))]

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from textdistill.data.labels import LabelMap
+from textdistill.data.samplers import seeded_subset
 
 
 def read_token_labelled(
@@ -42,11 +43,7 @@ def read_token_labelled(
     label_map = LabelMap(tuple(id2label[i] for i in range(len(id2label))), source="model")
     normalise_tags(result, model_scheme(label_map.names))
     check_tags(result, label_map)
-    examples = list(result.examples)
-    if max_examples is not None and len(examples) > max_examples:
-        keep = sorted(random.Random(seed).sample(range(len(examples)), max_examples))
-        examples = [examples[i] for i in keep]
-    return examples, label_map
+    return seeded_subset(list(result.examples), max_examples, seed), label_map
 
 
 class TokenEvalData:
