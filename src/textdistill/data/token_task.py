@@ -71,26 +71,21 @@ def _read(d: DataConfig, path: str, require_tags: bool) -> TokenReadResult:
     )
 
 
-def normalise_tags(result: TokenReadResult, target: str) -> int:
-    """Re-render every sentence's tags in ``target`` (repairing ill-formed ones); returns the tags changed."""
+def normalise_tags(result: TokenReadResult, target: str, *, apply: bool = True) -> int:
+    """Re-render every sentence's tags in ``target`` (repairing ill-formed ones); returns the tags changed.
+
+    With ``apply=False`` the tags stay as they are and the count is of those that would change: in the data's
+    own scheme, the ill-formed ones (an I- after O in IOB2...), counted for the report.
+    """
     changed = 0
     for example in result.examples:
         if example.tags is None:
             continue
         fixed = render_tags(entity_spans(example.tags), len(example.tags), target)
         changed += sum(a != b for a, b in zip(example.tags, fixed))
-        example.tags = fixed
+        if apply:
+            example.tags = fixed
     return changed
-
-
-def _repairs(result: TokenReadResult, scheme: str) -> int:
-    """Tags that are ill-formed in ``scheme`` itself (an I- after O in IOB2...), counted for the report."""
-    n = 0
-    for example in result.examples:
-        if example.tags is not None:
-            fixed = render_tags(entity_spans(example.tags), len(example.tags), scheme)
-            n += sum(a != b for a, b in zip(example.tags, fixed))
-    return n
 
 
 def check_tags(result: TokenReadResult, label_map: LabelMap) -> None:
@@ -142,7 +137,7 @@ def load_token_task(
     for name, result in splits:
         if result is None:
             continue
-        repaired = _repairs(result, scheme)
+        repaired = normalise_tags(result, scheme, apply=False)
         changed = normalise_tags(result, target)
         stats[name] = {
             "source": result.source,
