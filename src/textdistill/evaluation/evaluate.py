@@ -38,16 +38,11 @@ def evaluate_dir(
         precision: auto | fp32 | bf16.
         announce: print the inferred task line (on stderr: stdout carries the metrics JSON).
     """
-    import torch
-
-    from textdistill.data.collate import Collator
     from textdistill.data.encoding import EncodedDataset
-    from textdistill.data.samplers import make_loader
     from textdistill.data.task_checks import single_class_warning, warn
-    from textdistill.evaluation.metrics import evaluate_model
+    from textdistill.evaluation.metrics import command_line_evaluation
     from textdistill.models.io import load_student
     from textdistill.models.teacher import load_tokenizer
-    from textdistill.training.precision import autocast_dtype, resolve_precision
 
     cfg = resolve_config({}, [o.removeprefix("data.") for o in overrides or []], DataConfig)
     # A wrong data path must fail before the weights load (seconds for a real model).
@@ -79,22 +74,8 @@ def evaluate_dir(
         print(f"textdistill evaluate: {spec.describe()}", file=sys.stderr)
     regression = spec.regression
     ds = EncodedDataset(result.examples, tokenizer, cfg.max_length, label_map, regression=regression)
-    loader = make_loader(
-        ds,
-        batch_size,
-        shuffle=False,
-        group_by_length=True,
-        seed=0,
-        collator=Collator.for_tokenizer(tokenizer),
-    )
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
-    metrics, logits = evaluate_model(
-        model,
-        loader,
-        regression=regression,
-        device=device,
-        autocast_dtype=autocast_dtype(resolve_precision(precision, device)),
+    metrics, logits = command_line_evaluation(
+        model, ds, tokenizer, batch_size=batch_size, precision=precision, regression=regression
     )
     names = list(label_map.names) if label_map is not None else None
     warn(single_class_warning("the model", logits, regression=regression, class_names=names))

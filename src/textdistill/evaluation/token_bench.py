@@ -33,16 +33,10 @@ def read_token_labelled(
     Raises:
         DataError: unreadable file or a tag the model cannot output (file and sentence named).
     """
-    from textdistill.data.conll import read_token_file
-    from textdistill.data.token_task import check_tags, normalise_tags
-    from textdistill.evaluation.token_eval import model_scheme
+    from textdistill.evaluation.token_eval import read_for_model
 
-    result = read_token_file(
-        data_path, format="auto" if format in ("auto", "tsv") else format, encoding=encoding
-    )
-    label_map = LabelMap(tuple(id2label[i] for i in range(len(id2label))), source="model")
-    normalise_tags(result, model_scheme(label_map.names))
-    check_tags(result, label_map)
+    fmt = "auto" if format in ("auto", "tsv") else format
+    result, label_map = read_for_model(data_path, dict(id2label), format=fmt, encoding=encoding)
     return seeded_subset(list(result.examples), max_examples, seed), label_map
 
 
