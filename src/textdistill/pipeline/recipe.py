@@ -88,7 +88,7 @@ from textdistill.pipeline.stand_ins import _Validator, predict_output_config
 from textdistill.pipeline.warm_start import _warm_start
 
 if TYPE_CHECKING:
-    from textdistill.data.augment.config import AugmentConfig
+    from textdistill.config.augment import AugmentConfig
 
 __all__ = [
     "COLLAPSE_PRONE_TERMS",
@@ -289,7 +289,7 @@ def canonical_config(cfg: Config, outputs: dict[str, str]) -> dict[str, Any]:
 def _augment_config(where: str, mode: str, raw: Any, problems: list[str]) -> AugmentConfig | None:
     if raw is None:
         return None
-    from textdistill.data.augment.config import AugmentConfig
+    from textdistill.config.augment import AugmentConfig
 
     if mode == "general":
         problems.append(

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from textdistill.data.augment.config import AugmentConfig
+from textdistill.config.augment import AugmentConfig
 from textdistill.errors import TextDistillError
 
 _DEFAULTS = AugmentConfig()
