@@ -37,7 +37,13 @@ from textdistill.config.schema import Config, LossTermConfig
 from textdistill.config.validate import Validated, validate_config
 from textdistill.data.task_inference import TaskSpec
 from textdistill.errors import ConfigError, DataError
-from textdistill.training.callbacks import BestModelSaver, MetricsLogger, ProgressBar, write_json_atomic
+from textdistill.training.callbacks import (
+    BestModelSaver,
+    MetricsLogger,
+    ProgressBar,
+    write_json_atomic,
+    write_text_atomic,
+)
 from textdistill.training.checkpoint import Checkpoint, CheckpointSaver, preserved_rng, restore_checkpoint
 from textdistill.training.distiller import Callback, Distiller, TeacherSource, TrainState
 from textdistill.training.launch import free_port, launch_command, launch_processes  # noqa: F401
@@ -50,7 +56,6 @@ from textdistill.training.run_dir import (
     record_interruption,
     resume_command,
     write_run_report,
-    write_text_atomic,
 )
 from textdistill.training.run_guard import record_run_json, run_guard
 from textdistill.training.sharded_eval import evaluate_sharded
