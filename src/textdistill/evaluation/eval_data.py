@@ -130,12 +130,18 @@ class EvalData:
         speed_examples: int,
         seed: int,
     ):
+        from textdistill.data import EncodedDataset
+
+        dataset = EncodedDataset(examples, tokenizer, max_length, label_map, regression=regression)
+        self._batch(dataset, tokenizer, batch_size, speed_examples, seed)
+
+    def _batch(self, dataset: Any, tokenizer: Any, batch_size: int, speed_examples: int, seed: int) -> None:
+        """The attributes above, from the encoded ``dataset``."""
         from torch.utils.data import Subset
 
-        from textdistill.data import Collator, EncodedDataset, make_loader
+        from textdistill.data import Collator, make_loader
 
         self.tokenizer = tokenizer
-        dataset = EncodedDataset(examples, tokenizer, max_length, label_map, regression=regression)
         collator = Collator.for_tokenizer(tokenizer)
 
         def batches(ds: Any) -> list[dict[str, torch.Tensor]]:
