@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import torch
 
 from textdistill.data.samplers import seeded_subset
+from textdistill.data.task_inference import TaskSpec
 from textdistill.errors import DataError, ModelError
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
@@ -96,6 +98,36 @@ def read_labelled(
     if not examples:
         raise DataError(f"{data_path}: no examples to evaluate on.")
     return examples, label_map
+
+
+def infer_eval_task(
+    data_path: str | os.PathLike[str],
+    id2label: Mapping[int, str],
+    model_dir: str | os.PathLike[str],
+    read_kw: dict[str, Any],
+    *,
+    metric: str | None = None,
+    announce: str | None = None,
+) -> TaskSpec:
+    """The task of the model in ``model_dir`` on a labelled file, from the read options in ``read_kw``
+    (:func:`~textdistill.data.task_inference.eval_task`); printed on stderr as ``textdistill ANNOUNCE: ...``
+    when ``announce`` names the command. For sentence data the inferred columns and kind are written into
+    ``read_kw`` (the token reader takes no columns: evaluation/token_bench.py)."""
+    from textdistill.data.task_inference import eval_task
+
+    keys = ("text_column", "text_pair_column", "label_column", "format", "encoding", "regression", "labels")
+    options = {k: read_kw[k] for k in keys if k in read_kw}
+    spec = eval_task(data_path, id2label, names=[str(model_dir)], metric=metric, **options)
+    if announce:
+        print(f"textdistill {announce}: {spec.describe()}", file=sys.stderr)
+    if spec.kind != "token_classification":
+        read_kw.update(
+            text_column=spec.text_column,
+            text_pair_column=spec.text_pair_column,
+            label_column=spec.label_column,
+            regression=spec.regression,
+        )
+    return spec
 
 
 class EvalData:

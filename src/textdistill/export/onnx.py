@@ -19,7 +19,6 @@ import inspect
 import json
 import logging
 import os
-import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -601,33 +600,12 @@ def _sentence_examples(
 ) -> tuple[list[Any], Any, bool]:
     """The labelled sentence(-pair) examples of ``data_path`` with the task inferred from the file and the
     model (printed when ``announce``): examples, label map, regression."""
-    from textdistill.data.task_inference import eval_task
-    from textdistill.evaluation.eval_data import read_labelled
+    from textdistill.evaluation.eval_data import infer_eval_task, read_labelled
 
-    data_options = dict(data_options)
-    spec = eval_task(
-        data_path,
-        {int(k): str(v) for k, v in dict(id2label or {}).items()},
-        text_column=data_options.pop("text_column", None),
-        text_pair_column=data_options.pop("text_pair_column", None),
-        label_column=data_options.pop("label_column", None),
-        format=data_options.get("format", "auto"),
-        encoding=data_options.get("encoding", "utf-8"),
-        regression=data_options.pop("regression", None),
-        labels=data_options.get("labels"),
-        names=[str(model_dir)],
+    read_kw = dict(data_options)
+    model_labels = {int(k): str(v) for k, v in dict(id2label or {}).items()}
+    spec = infer_eval_task(
+        data_path, model_labels, model_dir, read_kw, announce="export" if announce else None
     )
-    if announce:
-        print(f"textdistill export: {spec.describe()}", file=sys.stderr)
-    regression = spec.regression
-    examples, label_map = read_labelled(
-        data_path,
-        id2label=id2label,
-        max_examples=max_examples,
-        text_column=spec.text_column,
-        text_pair_column=spec.text_pair_column,
-        label_column=spec.label_column,
-        regression=regression,
-        **data_options,
-    )
-    return examples, label_map, regression
+    examples, label_map = read_labelled(data_path, id2label=id2label, max_examples=max_examples, **read_kw)
+    return examples, label_map, spec.regression
