@@ -35,7 +35,8 @@ from textdistill.config.loader import to_dict
 from textdistill.config.schema import Config
 from textdistill.errors import ConfigError
 from textdistill.pipeline.fingerprint import sha256_json, stage_fingerprint
-from textdistill.pipeline.recipe import Recipe, ResolvedPipeline, ResolvedStage, load_recipe, resolve_pipeline
+from textdistill.pipeline.recipe import resolve_pipeline
+from textdistill.pipeline.recipe_format import Recipe, ResolvedPipeline, ResolvedStage, load_recipe
 
 PIPELINE_FILE = "pipeline.json"
 STATE_VERSION = 1
