@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import random
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -14,7 +13,7 @@ from typing import Any
 from textdistill.config.schema import DataConfig
 from textdistill.data.labels import LabelMap, check_labels, resolve_label_map, sort_labels
 from textdistill.data.readers import Example, ReadResult, read_examples, read_hf_dataset
-from textdistill.data.samplers import seeded_subset
+from textdistill.data.samplers import carve_dev, seeded_subset
 from textdistill.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -148,7 +147,7 @@ def load_task_data(
     train = list(train_r.examples)
     dev = list(dev_r.examples) if dev_r is not None else []
     if cfg.dev_fraction is not None:
-        train, dev = _carve(train, cfg.dev_fraction, seed, str(cfg.train))
+        train, dev = carve_dev(train, cfg.dev_fraction, seed, str(cfg.train))
     test = list(test_r.examples) if test_r is not None else []
     train = seeded_subset(train, cfg.max_train_examples, f"{seed}:train")
     dev = seeded_subset(dev, cfg.max_eval_examples, f"{seed}:dev")
@@ -245,40 +244,6 @@ def _load_token_task(cfg: DataConfig, teacher_id2label: Mapping[int, str] | None
     from textdistill.data.token_task import load_token_task
 
     return load_token_task(cfg, teacher_id2label=dict(teacher_id2label or {}) or None, seed=seed)
-
-
-def _carve(
-    examples: list[Example], fraction: float, seed: int, source: str
-) -> tuple[list[Example], list[Example]]:
-    """Split off a seeded random ``fraction`` of the original examples as dev; both parts keep file order.
-
-    Augmented examples (``is_original`` False) never go to dev (they have no label); those that follow a
-    dev original in file order are its variants and are dropped, so no dev example leaks into training.
-    """
-    originals = [i for i, e in enumerate(examples) if e.is_original]
-    n = len(originals)
-    k = max(1, round(n * fraction))
-    if k >= n:
-        raise DataError(
-            f"{source}: cannot carve a dev set of fraction {fraction} out of {n} original training examples "
-            f"and keep any for training. Fix: give a dev file (data.dev) or a smaller data.dev_fraction."
-        )
-    order = list(range(n))
-    random.Random(f"{seed}:dev_fraction").shuffle(order)
-    dev_idx = {originals[j] for j in order[:k]}
-    train: list[Example] = []
-    dev: list[Example] = []
-    in_dev = False  # whether the last original seen went to dev (its variants follow it)
-    for i, e in enumerate(examples):
-        if e.is_original:
-            in_dev = i in dev_idx
-            (dev if in_dev else train).append(e)
-        elif not in_dev:
-            train.append(e)
-    dropped = len(examples) - len(train) - len(dev)
-    if dropped:
-        log.info("%s: dropped %d augmented variants of dev examples from training", source, dropped)
-    return train, dev
 
 
 def demo_corpus_path() -> Path:

@@ -11,7 +11,6 @@ dev/test tag against it: a tag the model cannot output is an error naming the fi
 from __future__ import annotations
 
 import logging
-import random
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 from textdistill.config.schema import DataConfig
 from textdistill.data.conll import TokenExample, TokenReadResult, is_token_file, read_token_file
 from textdistill.data.labels import LabelMap, resolve_label_map
-from textdistill.data.samplers import seeded_subset
+from textdistill.data.samplers import carve_dev, seeded_subset
 from textdistill.data.tags import SCHEMES, detect_scheme, entity_spans, render_tags, split_tag
 from textdistill.errors import ConfigError, DataError
 
@@ -167,7 +166,7 @@ def load_token_task(
     train = list(train_r.examples)
     dev = list(dev_r.examples) if dev_r is not None else []
     if d.dev_fraction is not None:
-        train, dev = _carve(train, d.dev_fraction, seed, str(d.train))
+        train, dev = carve_dev(train, d.dev_fraction, seed, str(d.train))
     test = list(test_r.examples) if test_r is not None else []
     train = seeded_subset(train, d.max_train_examples, f"{seed}:train")
     dev = seeded_subset(dev, d.max_eval_examples, f"{seed}:dev")
@@ -200,24 +199,3 @@ class TokenTaskData:
     def num_labels(self) -> int:
         """Output width of the tagger: the number of tags."""
         return len(self.label_map)
-
-
-def _carve(
-    examples: list[TokenExample], fraction: float, seed: int, source: str
-) -> tuple[list[TokenExample], list[TokenExample]]:
-    """A seeded ``fraction`` of the train sentences as dev (token data has no augmented rows to follow)."""
-    if not 0.0 < fraction < 1.0:
-        raise ConfigError(f"data.dev_fraction must be between 0 and 1 (exclusive), got {fraction}.")
-    n = len(examples)
-    k = max(1, round(n * fraction))
-    if k >= n:
-        raise DataError(
-            f"{source}: cannot carve a dev set of fraction {fraction} out of {n} sentences and keep any for "
-            f"training. Fix: give a dev file (data.dev) or a smaller data.dev_fraction."
-        )
-    order = list(range(n))
-    random.Random(f"{seed}:dev_fraction").shuffle(order)
-    dev_idx = set(order[:k])
-    return [e for i, e in enumerate(examples) if i not in dev_idx], [
-        e for i, e in enumerate(examples) if i in dev_idx
-    ]
