@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from textdistill.errors import ModelError
+from textdistill.models.hf import HFWrapper
 from textdistill.models.outputs import HIDDEN_STATES, LOGITS, FeatureRequest, ModelInfo, ModelOutputs
 
 CROSS_TOKENIZER_HINT = (
@@ -43,22 +44,12 @@ def causal_lm_info(config: object) -> ModelInfo:
     )
 
 
-class HFCausalLM(nn.Module):
+class HFCausalLM(HFWrapper):
     """Wraps an ``AutoModelForCausalLM`` model behind the :class:`ModelOutputs` contract.
 
     Args:
         model: the transformers model; kept as ``.model`` (saved as is).
     """
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.train(model.training)
-
-    @property
-    def config(self):
-        """The transformers config of the wrapped model."""
-        return self.model.config
 
     @property
     def info(self) -> ModelInfo:
