@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from textdistill.errors import ModelError
-from textdistill.models.hf import HFWrapper
+from textdistill.models.hf import HFWrapper, info_from_config
 from textdistill.models.outputs import HIDDEN_STATES, LOGITS, FeatureRequest, ModelInfo, ModelOutputs
 
 CROSS_TOKENIZER_HINT = (
@@ -32,16 +33,8 @@ CROSS_TOKENIZER_HINT = (
 
 def causal_lm_info(config: object) -> ModelInfo:
     """Static :class:`ModelInfo` of a causal LM from its config (``num_labels`` is the vocabulary size)."""
-    return ModelInfo(
-        kind="causal_lm",
-        model_type=str(config.model_type),
-        num_layers=int(config.num_hidden_layers),
-        hidden_size=int(config.hidden_size),
-        num_heads=int(config.num_attention_heads),
-        vocab_size=int(config.vocab_size),
-        num_labels=int(config.vocab_size),
-        capabilities=frozenset({LOGITS, HIDDEN_STATES}),
-    )
+    info = info_from_config(config, num_labels=int(config.vocab_size))
+    return replace(info, kind="causal_lm", capabilities=frozenset({LOGITS, HIDDEN_STATES}))
 
 
 class HFCausalLM(HFWrapper):
