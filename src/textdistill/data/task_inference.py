@@ -303,15 +303,8 @@ def teacher_id2label(cfg: Config, mode: str) -> dict[int, str] | None:
     if mode != "distill" or not cfg.teacher.path:
         return None
     try:
-        from textdistill.models.teacher import _load_config
-
-        config = _load_config(cfg.teacher.path, "teacher", cfg.teacher.trust_remote_code)
+        return model_id2label(cfg.teacher.path, trust_remote_code=cfg.teacher.trust_remote_code)
     except Exception:  # noqa: BLE001 - validation names the problem with the teacher
-        return None
-    raw = getattr(config, "id2label", None) or {}
-    try:
-        return {int(k): str(v) for k, v in dict(raw).items()}
-    except (TypeError, ValueError):
         return None
 
 
@@ -500,7 +493,7 @@ def _resolve_token_task(cfg: Config, mode: str) -> tuple[Config, TaskSpec]:
     return replace(cfg, train=train, objective=objective), spec
 
 
-def model_id2label(model_dir: str | Path) -> dict[int, str]:
+def model_id2label(model_dir: str | Path, *, trust_remote_code: bool = False) -> dict[int, str]:
     """A saved model's ``id2label`` from its config (HF ``config.json`` or a BiLSTM's), no weights read.
 
     Raises:
@@ -514,7 +507,7 @@ def model_id2label(model_dir: str | Path) -> dict[int, str]:
         meta = json.loads(bilstm.read_text(encoding="utf-8"))
         raw = (meta.get("config") or {}).get("id2label") or {}
     else:
-        raw = getattr(_load_config(model_dir, "model", False), "id2label", None) or {}
+        raw = getattr(_load_config(model_dir, "model", trust_remote_code), "id2label", None) or {}
     return {int(k): str(v) for k, v in dict(raw).items()}
 
 
