@@ -86,8 +86,10 @@ def load_task_data(
         ConfigError: inconsistent data settings (no train set, dev and dev_fraction both set...).
         DataError: anything the readers or the label checks reject.
     """
-    if _is_token_task(cfg):  # NER-style data: data/token_task.py
-        return _load_token_task(cfg, teacher_id2label, seed)
+    from textdistill.data.token_task import is_token_task, load_token_task
+
+    if is_token_task(cfg):  # NER-style data: data/token_task.py
+        return load_token_task(cfg, teacher_id2label=dict(teacher_id2label or {}) or None, seed=seed)
     cfg = _inferred(cfg, teacher_id2label)
     _check_data_config(cfg, teacher_id2label)
 
@@ -232,18 +234,6 @@ def _inferred(cfg: DataConfig, teacher_id2label: Mapping[int, str] | None) -> Da
     from textdistill.data.task_inference import infer_data
 
     return infer_data(cfg, teacher_id2label)[0]
-
-
-def _is_token_task(cfg: DataConfig) -> bool:
-    from textdistill.data.token_task import is_token_task
-
-    return is_token_task(cfg)
-
-
-def _load_token_task(cfg: DataConfig, teacher_id2label: Mapping[int, str] | None, seed: int) -> Any:
-    from textdistill.data.token_task import load_token_task
-
-    return load_token_task(cfg, teacher_id2label=dict(teacher_id2label or {}) or None, seed=seed)
 
 
 def demo_corpus_path() -> Path:
