@@ -14,6 +14,7 @@ from textdistill.config.schema import DataConfig
 from textdistill.data.labels import LabelMap, check_labels, resolve_label_map, sort_labels
 from textdistill.data.readers import Example, ReadResult, read_examples, read_hf_dataset
 from textdistill.data.samplers import carve_dev, seeded_subset
+from textdistill.data.token_task import is_token_task, load_token_task
 from textdistill.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,6 @@ def load_task_data(
         ConfigError: inconsistent data settings (no train set, dev and dev_fraction both set...).
         DataError: anything the readers or the label checks reject.
     """
-    from textdistill.data.token_task import is_token_task, load_token_task
-
     if is_token_task(cfg):  # NER-style data: data/token_task.py
         return load_token_task(cfg, teacher_id2label=dict(teacher_id2label or {}) or None, seed=seed)
     cfg = _inferred(cfg, teacher_id2label)

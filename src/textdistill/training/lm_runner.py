@@ -28,6 +28,7 @@ from textdistill.config.schema import Config
 from textdistill.errors import ConfigError
 from textdistill.losses import LOSSES
 from textdistill.models.outputs import ModelInfo
+from textdistill.training.teacher_cache.source import default_cache_root
 
 LM_STUDENT_TYPES = ("pretrained", "truncate", "shrink")
 
@@ -176,7 +177,6 @@ def _build_student(cfg: Config, teacher_model: Any, teacher_info: ModelInfo) -> 
 
 def _stores(cfg: Config, rows: dict[str, list], teacher_id: str) -> dict[str, Any]:
     from textdistill.training.teacher_cache.lm_topk import find_lm_topk_store
-    from textdistill.training.teacher_cache.source import default_cache_root
 
     root = default_cache_root(cfg)
     return {
@@ -215,7 +215,6 @@ def run_lm_training(cfg: Config, mode: str = "distill", *, quiet: bool = False) 
         build_lm_topk_store,
         teacher_files_hash,
     )
-    from textdistill.training.teacher_cache.source import default_cache_root
 
     t_start = time.perf_counter()
     cfg, config = _validate(cfg, mode)
