@@ -547,7 +547,7 @@ def export_dir(
     Returns:
         The :class:`ExportResult`.
     """
-    from textdistill.evaluation.eval_data import EvalData, model_tokenizer
+    from textdistill.evaluation.eval_data import EvalData, infer_eval_task, model_tokenizer, read_labelled
     from textdistill.evaluation.token_bench import TokenEvalData, read_token_labelled
     from textdistill.models.io import load_student
     from textdistill.models.token_heads import is_token_model
@@ -561,9 +561,13 @@ def export_dir(
         examples, label_map = read_token_labelled(
             data_path, id2label=id2label, max_examples=max_examples, **data_options
         )
-    else:
-        examples, label_map, regression = _sentence_examples(
-            data_path, id2label, model_dir, max_examples, data_options, announce
+    else:  # sentence(-pair) data: the task inferred from the file and the model (printed when announce)
+        read_kw = dict(data_options)
+        command = "export" if announce else None
+        spec = infer_eval_task(data_path, id2label or {}, model_dir, read_kw, announce=command)
+        regression = spec.regression
+        examples, label_map = read_labelled(
+            data_path, id2label=id2label, max_examples=max_examples, **read_kw
         )
     data = (TokenEvalData if token else EvalData)(  # type: ignore[operator]
         examples,
@@ -588,24 +592,3 @@ def export_dir(
         threads=threads,
         dev_dataset=getattr(data, "dataset", None),
     )
-
-
-def _sentence_examples(
-    data_path: str | Path,
-    id2label: dict[int, str] | None,
-    model_dir: str | Path,
-    max_examples: int | None,
-    data_options: dict[str, Any],
-    announce: bool,
-) -> tuple[list[Any], Any, bool]:
-    """The labelled sentence(-pair) examples of ``data_path`` with the task inferred from the file and the
-    model (printed when ``announce``): examples, label map, regression."""
-    from textdistill.evaluation.eval_data import infer_eval_task, read_labelled
-
-    read_kw = dict(data_options)
-    model_labels = {int(k): str(v) for k, v in dict(id2label or {}).items()}
-    spec = infer_eval_task(
-        data_path, model_labels, model_dir, read_kw, announce="export" if announce else None
-    )
-    examples, label_map = read_labelled(data_path, id2label=id2label, max_examples=max_examples, **read_kw)
-    return examples, label_map, spec.regression
