@@ -59,13 +59,14 @@ def read_labelled(
     labels: list[str] | None = None,
     max_examples: int | None = None,
     seed: int = 0,
+    skip_bad_rows: bool = False,
 ) -> tuple[list[Any], Any]:
     """Read a labelled evaluation file and map its labels onto a model's label map.
 
     Args:
         data_path: TSV/CSV/JSONL file with labels.
         id2label: the (teacher) model's label map; string labels are checked against it.
-        text_column, text_pair_column, label_column, format, encoding, regression: as in
+        text_column, text_pair_column, label_column, format, encoding, regression, skip_bad_rows: as in
             :func:`textdistill.data.read_examples`.
         labels: explicit class order (default: ``id2label``; see
             :func:`textdistill.data.resolve_label_map`).
@@ -88,10 +89,12 @@ def read_labelled(
         label_column=label_column,
         encoding=encoding,
         regression=regression,
+        skip_bad_rows=skip_bad_rows,
     )
     label_map = None
     if not regression:
-        label_map = resolve_label_map([str(e.label) for e in read.examples], labels, id2label)
+        known = [str(e.label) for e in read.examples if e.label is not None]
+        label_map = resolve_label_map(known, labels, id2label)
         check_labels(read, label_map)
     # the subset a run with train.seed=seed and data.max_eval_examples evaluates: the same dev rows
     examples = seeded_subset(list(read.examples), max_examples, f"{seed}:dev")
