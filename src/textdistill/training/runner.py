@@ -35,7 +35,7 @@ from torch import nn
 from textdistill.config.loader import dump_yaml
 from textdistill.config.schema import Config, LossTermConfig
 from textdistill.config.validate import Validated, validate_config
-from textdistill.data.task_inference import TaskSpec
+from textdistill.data.task_inference import TaskSpec, resolve_task
 from textdistill.errors import ConfigError, DataError
 from textdistill.training.callbacks import (
     BestModelSaver,
@@ -65,7 +65,6 @@ from textdistill.training.task_hooks import (
     TEACHER_ADVICE,
     check_coverage,
     check_model,
-    start_task,
     update_labels,
 )
 from textdistill.training.teacher_cache import teacher_dev_evaluation
@@ -154,7 +153,7 @@ def _resolve(cfg: Config, mode: str, *, quiet: bool, resume: bool) -> _Run:
     started = time.time()
     if mode == "finetune" and [t.name for t in cfg.objective] == ["kd_kl"]:
         cfg = replace(cfg, objective=[LossTermConfig(name="hard_ce")])  # the default objective is for KD
-    cfg, spec = start_task(cfg, mode)  # columns, kind, metric, logit term, lr: inferred where unset
+    cfg, spec = resolve_task(cfg, mode)  # columns, kind, metric, logit term, lr: inferred where unset
     if cfg.train.keep_checkpoints < 0:
         raise ConfigError(
             f"train.keep_checkpoints: must be >= 0 (0 writes no checkpoint), got {cfg.train.keep_checkpoints}"
