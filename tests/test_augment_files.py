@@ -11,15 +11,10 @@ import pytest
 import torch
 
 from conftest import make_sentiment_rows, make_tokenizer, tiny_bert_config, write_tsv
-from textdistill.data.augment import (
-    AugmentConfig,
-    add_augment_parser,
-    augment_to_file,
-    main,
-    sidecar_path,
-)
+from textdistill.config.augment import AugmentConfig
 from textdistill.data.augment import tinybert as tinybert_module
-from textdistill.data.augment.cli import config_from_args
+from textdistill.data.augment.cli import add_augment_parser, config_from_args, main
+from textdistill.data.augment.files import augment_to_file, sidecar_path
 from textdistill.data.augment.mlm import MaskedLM
 from textdistill.data.readers import Example, read_examples
 from textdistill.errors import ConfigError

@@ -8,9 +8,9 @@ import pytest
 
 from conftest import make_sentiment_rows, tiny_bert_config
 from textdistill.errors import ConfigError
-from textdistill.pipeline import load_recipe, recipe_from_dict, resolve_pipeline, split_arguments
 from textdistill.pipeline import recipe as recipe_mod
-from textdistill.pipeline.recipe import apply_recipe_overrides, canonical_config
+from textdistill.pipeline.recipe import apply_recipe_overrides, canonical_config, resolve_pipeline
+from textdistill.pipeline.recipe_format import load_recipe, recipe_from_dict, split_arguments
 
 TRAIN = {"max_steps": 2, "batch_size": 8, "precision": "fp32", "progress": False}
 

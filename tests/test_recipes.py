@@ -10,7 +10,8 @@ import pytest
 from conftest import make_sentiment_rows
 from textdistill.cli import main
 from textdistill.errors import ConfigError
-from textdistill.pipeline import load_recipe, resolve_pipeline
+from textdistill.pipeline.recipe import resolve_pipeline
+from textdistill.pipeline.recipe_format import load_recipe
 from textdistill.recipes import recipe_names, recipe_path
 
 SHIPPED = ["bilstm", "compact", "distilbert", "ernie-tiny", "hinton", "minilmv2", "tinybert"]

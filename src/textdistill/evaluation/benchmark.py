@@ -22,17 +22,13 @@ from torch import nn
 from textdistill.data.task_inference import TaskSpec, model_id2label
 from textdistill.errors import ConfigError
 from textdistill.evaluation.cka import cka_matrix, collect_representations
-from textdistill.evaluation.compression import (
-    compression_ratio,
-    count_parameters,
-    flops_per_example,
-    size_on_disk,
-)
+from textdistill.evaluation.compression import compression_ratio, flops_per_example, size_on_disk
 from textdistill.evaluation.eval_data import EvalData, infer_eval_task, model_tokenizer, read_labelled
 from textdistill.evaluation.metrics import agreement, agreement_measure
 from textdistill.evaluation.report import slug, write_report
 from textdistill.evaluation.speed import environment, measure_onnx, measure_torch, torch_threads
 from textdistill.evaluation.token_bench import evaluate_any
+from textdistill.models.io import count_parameters
 from textdistill.models.outputs import HIDDEN_STATES
 from textdistill.training.precision import cpu_supports_fast_bf16
 

@@ -164,5 +164,5 @@ __all__ = ["add_augment_parser", "augment_cli", "config_from_args", "main"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Hook for ``textdistill.cli_ext``: adds ``textdistill augment``."""
+    """Hook for ``textdistill.cli.EXTENSIONS``: adds ``textdistill augment``."""
     add_augment_parser(subparsers)
