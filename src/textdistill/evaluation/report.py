@@ -32,6 +32,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -372,7 +373,7 @@ def _plot_curves(name: str, rows: list[dict[str, float]], path: Path) -> bool:
     train_keys = [k for k in ("loss", "lr") if any(k in r for r in rows)]
     # eval/n is the example count, not a score: it would flatten every curve on a shared axis
     eval_keys = sorted({k for r in rows for k in r if k.startswith("eval/") and k != "eval/n"})
-    panels = [k for k in train_keys] + (["eval"] if eval_keys else [])
+    panels = train_keys + (["eval"] if eval_keys else [])
     if not panels:
         return False
     fig = _new_figure(4.0 * len(panels), 3.5)
@@ -429,27 +430,18 @@ def write_report(
             log.warning(note)
         else:
             targets: list[tuple[str, Path, Any]] = [
-                ("tradeoff", out / "tradeoff.png", lambda p: _plot_tradeoff(results, p))
+                ("tradeoff", out / "tradeoff.png", partial(_plot_tradeoff, results))
             ]
             for name, entry in (results.get("cka") or {}).items():
                 targets.append(
-                    (
-                        f"cka {name}",
-                        out / f"cka_{slug(name)}.png",
-                        lambda p, n=name, e=entry: _plot_cka(n, e, p),
-                    )
+                    (f"cka {name}", out / f"cka_{slug(name)}.png", partial(_plot_cka, name, entry))
                 )
             for m in results.get("models") or []:
                 log_path = find_metrics_jsonl(m.get("dir"))
                 if log_path is not None:
-                    rows = read_metrics_jsonl(log_path)
-                    targets.append(
-                        (
-                            f"training {m['name']}",
-                            out / f"curves_{slug(str(m['name']))}.png",
-                            lambda p, n=str(m["name"]), r=rows: _plot_curves(n, r, p),
-                        )
-                    )
+                    name = str(m["name"])
+                    curves = partial(_plot_curves, name, read_metrics_jsonl(log_path))
+                    targets.append((f"training {name}", out / f"curves_{slug(name)}.png", curves))
             for label, path, draw in targets:
                 if draw(path):
                     written[label] = path
