@@ -100,9 +100,6 @@ class ExportResult:
         for key in ("out_dir", "onnx_path", "int8_path"):
             d[key] = None if d[key] is None else str(d[key])
         d["checked_shapes"] = [list(s) for s in self.checked_shapes]
-        d["dev_metrics"] = {k: dict(v) for k, v in self.dev_metrics.items()}
-        d["agreement"] = dict(self.agreement)
-        d["sizes"] = dict(self.sizes)
         return d
 
 
