@@ -80,6 +80,10 @@ class StudentConfig:
     """bilstm: width of the classifier MLP's hidden layer."""
     dropout: float = 0.1
     """bilstm: dropout probability."""
+    case_embedding_dim: int = 0
+    """bilstm, token classification: width of an embedding of each word's casing (lower, Title, UPPER, mixed,
+    digits, ...) fed to the LSTM next to the token embedding; 0 = none. Uncased teachers (MiniLM) lose the
+    capital letters, one of the strongest cues for names; this gives them back to the student."""
 
 
 @dataclass
