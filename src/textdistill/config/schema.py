@@ -157,6 +157,10 @@ class DataConfig:
     label_all_subtokens: bool = False
     """Token tasks: give every sub-token of a word the word's tag (default: only the first sub-token is
     labelled, the others are ignored by losses and metrics)."""
+    entity_mode: str = "lenient"
+    """Token tasks: how entities are matched in evaluation, best-checkpoint selection, eval_results.json and
+    the report. lenient (seqeval's default, conlleval's reading: an I- tag after O starts an entity) |
+    strict (seqeval mode="strict": only well-formed chunks of the scheme count; IOB2 and BIOES only)."""
 
 
 @dataclass

@@ -157,13 +157,14 @@ def encode_token_task(
     task: Any, train_examples: Sequence[TokenExample], tokenizer: Any, max_length: int, label_all: bool
 ) -> tuple[TokenEncodedDataset, TokenEncodedDataset, TokenEncodedDataset | None]:
     """``(train, dev, test)`` datasets of a token task (test None when there is none); every dataset knows
-    the task's tag scheme (``tag_scheme``), which strict scoring needs."""
+    the task's tag scheme (``tag_scheme``), which strict scoring needs, and ``entity_mode``."""
 
     def encode(examples: Sequence[TokenExample]) -> TokenEncodedDataset:
         ds = TokenEncodedDataset(
             examples, tokenizer, max_length, task.label_map, label_all_subtokens=label_all
         )
         ds.tag_scheme = task.tag_scheme
+        ds.entity_mode = getattr(task, "entity_mode", "lenient")
         return ds
 
     return encode(train_examples), encode(task.dev), encode(task.test) if task.test else None

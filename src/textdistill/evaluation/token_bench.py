@@ -62,17 +62,19 @@ class TokenEvalData:
         batch_size: int,
         speed_examples: int,
         seed: int,
+        entity_mode: str = "lenient",
         **_: Any,
     ):
         from torch.utils.data import Subset
 
         from textdistill.data import Collator, make_loader
         from textdistill.data.token_encoding import TokenEncodedDataset
-        from textdistill.evaluation.token_eval import model_scheme
+        from textdistill.evaluation.token_eval import model_scheme, strict_checked
 
         self.tokenizer = tokenizer
         self.dataset = TokenEncodedDataset(examples, tokenizer, max_length, label_map)
         self.dataset.tag_scheme = model_scheme(label_map.names)
+        self.dataset.entity_mode = strict_checked(entity_mode, self.dataset.tag_scheme)
         collator = Collator.for_tokenizer(tokenizer)
 
         def batches(ds: Any) -> list[dict[str, torch.Tensor]]:

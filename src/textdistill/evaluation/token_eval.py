@@ -24,6 +24,20 @@ def model_scheme(names: tuple[str, ...] | list[str]) -> str:
     return "bioes" if prefixes & {"E", "S"} else "iob2"
 
 
+def strict_checked(mode: str, scheme: str) -> str:
+    """``mode``, after checking that strict entity matching is defined for the model's tag ``scheme``.
+
+    Raises:
+        ConfigError: strict matching of a model that outputs IOB1 or BMES tags.
+    """
+    from textdistill.data.token_task import strict_scheme_problem
+    from textdistill.errors import ConfigError
+
+    if mode == "strict" and (problem := strict_scheme_problem(scheme, "the model outputs")):
+        raise ConfigError(problem.replace("data.entity_mode=strict", "entity mode strict", 1))
+    return mode
+
+
 def evaluate_token_file(
     model: Any,
     tokenizer: Any,
@@ -33,9 +47,10 @@ def evaluate_token_file(
     *,
     batch_size: int = 128,
     precision: str = "auto",
-    mode: str = "lenient",
+    mode: str | None = None,
 ) -> dict[str, float]:
-    """Entity metrics (:mod:`~textdistill.evaluation.seq_metrics`) of ``model`` on the tagged file ``data``."""
+    """Entity metrics (:mod:`~textdistill.evaluation.seq_metrics`) of ``model`` on the tagged file ``data``,
+    entities matched as ``mode`` says (default ``cfg.entity_mode``)."""
     from textdistill.data.collate import Collator
     from textdistill.data.conll import read_token_file
     from textdistill.data.samplers import make_loader
@@ -59,6 +74,7 @@ def evaluate_token_file(
     check_tags(result, label_map)
     ds = TokenEncodedDataset(result.examples, tokenizer, cfg.max_length, label_map)
     ds.tag_scheme = scheme
+    ds.entity_mode = strict_checked(mode or cfg.entity_mode, scheme)
     loader = make_loader(
         ds,
         batch_size,
@@ -75,6 +91,5 @@ def evaluate_token_file(
         ds,
         device=device,
         autocast_dtype=autocast_dtype(resolve_precision(precision, device)),
-        mode=mode,
     )
     return metrics
