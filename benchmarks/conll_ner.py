@@ -157,6 +157,35 @@ def run_student(
     run_training(cfg, "distill")
 
 
+def teacher_entry(run_dir: Path, files: dict[str, Path], mode: str) -> dict:
+    """The teacher's record. A teacher run stopped before its last epoch (resumable, status interrupted)
+    keeps its best model; its dev and test entity F1 are then measured here (bf16 autocast where the CPU
+    has it, as training evaluates) and stored in ``teacher_eval.json``."""
+    run = json.loads((run_dir / "run.json").read_text())
+    if run.get("status") == "finished":
+        return {**ev_entry(run_dir), "status": "finished"}
+    path = run_dir / f"teacher_eval-{mode}.json"
+    if not path.exists():
+        from textdistill.evaluation.evaluate import evaluate_dir
+        from textdistill.models.io import count_parameters, load_student
+
+        ev = {
+            split: evaluate_dir(run_dir / "model", files[split], overrides=[f"entity_mode={mode}"])
+            for split in ("dev", "test")
+        }
+        ev["parameters"] = count_parameters(load_student(run_dir / "model"))
+        path.write_text(json.dumps(ev, indent=2))
+    ev = json.loads(path.read_text())
+    best = json.loads((run_dir / "eval_results.json").read_text()).get("step")
+    return {
+        "dev": ev["dev"],
+        "test": ev["test"],
+        "parameters": ev["parameters"],
+        "run_dir": str(run_dir),
+        "status": f"{run.get('status')}: best model of step {best} (its metrics measured after the stop)",
+    }
+
+
 def ev_entry(run_dir: Path) -> dict:
     ev = json.loads((run_dir / "eval_results.json").read_text())
     return {
@@ -296,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         entity_mode=args.entity_mode,
         files={k: str(v) for k, v in files.items()},
     )
-    res["models"] = {name: ev_entry(d) for name, d in runs.items() if finished(d)}
+    res["models"] = {"teacher": teacher_entry(teacher_run, files, args.entity_mode)}
+    res["models"].update({name: ev_entry(d) for name, d in runs.items() if name != "teacher" and finished(d)})
     if "speed" in args.sections:
         res["speed"] = speeds(
             {n: runs[n] for n in res["models"]}, base, teacher_run / "model", args.speed_examples

@@ -105,6 +105,10 @@ def test_strict_and_lenient_runs_report_their_own_entity_f1(ner, tmp_path):  # n
             bf16=False, gpu=False, entity_mode=mode,
         )  # fmt: skip
         assert out["task"]["entity_mode"] == mode
+        assert (
+            f"metric **entity_f1** ({mode} entity matching)"
+            in (tmp_path / f"b-{mode}" / "report.md").read_text()
+        )
         assert out["entries"][0]["metrics"]["entity_f1"] == pytest.approx(expected)
 
 
