@@ -191,8 +191,9 @@ def _header(results: dict[str, Any], metric: str) -> list[str]:
     env = results.get("environment") or {}
     out = []
     if task:
+        mode = f" ({task['entity_mode']} entity matching)" if task.get("entity_mode") else ""
         out += [
-            f"Data: `{task.get('data', '-')}`, {task.get('examples', '-')} examples, metric **{metric}**; "
+            f"Data: `{task.get('data', '-')}`, {task.get('examples', '-')} examples, metric **{metric}**{mode}; "
             f"sequence length mean {_fmt(task.get('seq_len_mean'), '.1f')} / max {task.get('seq_len_max', '-')} "
             f"tokens; FLOPs at {task.get('flops_seq_len', '-')} tokens.",
             "",

@@ -650,6 +650,8 @@ def _final_results(
         best_model = load_student(out.model_dir).to(loop.device)
         dev_metrics, student_dev_logits = loop.evaluate(best_model, data.dev)
     results: dict[str, Any] = {"dev": dev_metrics, "best_step": state.best_step}
+    if data.task.token_task:  # how the entity metrics below matched entities (data.entity_mode)
+        results["entity_mode"] = getattr(data.task, "entity_mode", "lenient")
     if run.spec is not None:
         results.update(metric=run.spec.metric, task=run.spec.to_dict())
         who = "the student" if run.mode == "distill" else "the fine-tuned model"
