@@ -198,3 +198,31 @@ def test_compact_student_layers_truncates_the_teacher_and_a_student_dir_wins(fix
     bad = {**params, "vocab": "most"}
     with pytest.raises(ConfigError, match="student.vocab='most' is not full, auto"):
         resolve_pipeline(recipe, bad, tmp_path / "out2")
+
+
+def test_compact_default_runs_a_trimmed_bilstm_whose_embeddings_are_the_teachers_by_pca(
+    fixture_params, tmp_path
+):
+    """`textdistill run compact` end to end on the tiny teacher; with lr 1e-12 the saved embedding table is
+    exactly the initialisation: PCA of the teacher's whole table, then the kept rows."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from textdistill.models.io import load_student
+    from textdistill.models.students import project_embeddings
+
+    out = tmp_path / "run"
+    args = ["run", "compact", *(f"{k}={fixture_params[k]}" for k in ("teacher", "task_train", "task_dev"))]
+    args += ["embedding_dim=16", "lstm_hidden=8", "bilstm_lr=1e-12", "epochs=1"]
+    args += ["stages.kd_bilstm.train.precision=fp32", "stages.kd_bilstm.train.max_steps=2", "-o", str(out)]
+    assert main(args) == 0
+    model_dir = out / "kd_bilstm" / "model"
+    student_tok = AutoTokenizer.from_pretrained(str(model_dir))
+    teacher_tok = AutoTokenizer.from_pretrained(fixture_params["teacher"])
+    assert len(student_tok) < len(teacher_tok)  # trimmed to the training text's tokens
+    kept = teacher_tok.convert_tokens_to_ids(student_tok.convert_ids_to_tokens(list(range(len(student_tok)))))
+    teacher = AutoModelForSequenceClassification.from_pretrained(fixture_params["teacher"])
+    torch.manual_seed(0)  # only used when the width grows (here 16 < 32: PCA, no randomness)
+    expected = project_embeddings(teacher.get_input_embeddings().weight, 16)[kept]
+    student = load_student(model_dir)
+    assert torch.allclose(student.embeddings.weight, expected, atol=1e-6)
