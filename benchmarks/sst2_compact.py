@@ -103,12 +103,22 @@ def run_name(spec: str) -> str:
     return spec.replace(",", "__").replace("=", "-").replace("/", "_")
 
 
+def _finished_run(out: Path) -> dict | None:
+    """The run summary of a run directory that finished (None: absent, still running or interrupted)."""
+    try:
+        run = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return run if run.get("status") == "finished" and (out / "model").is_dir() else None
+
+
 def distill(spec: str, overrides: list[str], args: argparse.Namespace) -> dict:
     """Train one student (or reuse its finished run); returns its run summary."""
     out = Path(args.work) / run_name(spec)
-    if (out / "eval_results.json").is_file() and (out / "model").is_dir():
+    done = _finished_run(out)
+    if done is not None:
         print(f"[{spec}] reusing {out}")
-        return json.loads((out / "run.json").read_text(encoding="utf-8"))
+        return done
     data = Path(args.data)
     subset = [f"data.max_train_examples={args.train_examples}"] if args.train_examples else []
     every = [f"train.eval_every={args.eval_every}"] if args.eval_every else []

@@ -86,3 +86,13 @@ def test_table_ratios_against_the_teacher(bench):
     )
     assert "| bilstm-pca-trim | 100 | 50 | 150 | 120 | 0.80x | 0.8700 / 0.8600 |" in md
     assert "| teacher | 10 | 20 | 10 | 20 | 2.00x | 0.9000 / 0.9000 |" in md
+
+
+def test_only_finished_runs_are_reused(bench, tmp_path):
+    run = tmp_path / "bilstm-pca-trim"
+    assert bench._finished_run(run) is None
+    (run / "model").mkdir(parents=True)
+    (run / "run.json").write_text('{"status": "running"}', encoding="utf-8")
+    assert bench._finished_run(run) is None  # a run still training (or killed) is not reused
+    (run / "run.json").write_text('{"status": "finished", "seconds": 3}', encoding="utf-8")
+    assert bench._finished_run(run) == {"status": "finished", "seconds": 3}
