@@ -161,72 +161,85 @@ def _entry(report: dict, model: str, runtime: str, precision: str) -> dict | Non
     return None
 
 
+def _speeds(entry: dict | None) -> tuple[float | None, float | None]:
+    """(examples/s at batch 1, examples/s at batch 32) of a report entry (None: not measured)."""
+    if not entry or not entry.get("speed"):
+        return None, None
+    return 1000.0 / entry["speed"]["latency_ms_mean"], entry["speed"]["throughput_eps"]
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
 def table(report: dict, names: dict[str, str]) -> tuple[list[dict], str]:
     """One row per model from the benchmark report (``names``: model dir -> display name), plus Markdown."""
     rows = []
     teacher = next(m for m in report["models"] if m["role"] == "teacher")
-    t_entry = _entry(report, teacher["name"], "pytorch", "fp32")
-    t_bf16 = _entry(report, teacher["name"], "pytorch", "bf16")
+    t_b1, t_b32 = _speeds(_entry(report, teacher["name"], "pytorch", "fp32"))
+    t_acc = _entry(report, teacher["name"], "pytorch", "fp32")["metrics"]["accuracy"]
+    _, t_bf16_b32 = _speeds(_entry(report, teacher["name"], "pytorch", "bf16"))
     for m in report["models"]:
         cpu = _entry(report, m["name"], "pytorch", "fp32")
         bf16 = _entry(report, m["name"], "pytorch", "bf16")
         int8 = _entry(report, m["name"], "onnxruntime", "int8")
+        b1, b32 = _speeds(cpu)
+        bf16_b1, bf16_b32 = _speeds(bf16)
         rows.append(
             {
                 "model": names.get(str(m["dir"]), "teacher" if m["role"] == "teacher" else m["name"]),
                 "params_total": m["params"]["total"],
                 "params_non_embedding": m["params"]["non_embedding"],
                 "compression": teacher["params"]["total"] / m["params"]["total"],
-                "cpu_ex_s_batch1": 1000.0 / cpu["speed"]["latency_ms_mean"],
-                "cpu_ex_s_batch32": cpu["speed"]["throughput_eps"],
-                "speedup_batch1": t_entry["speed"]["latency_ms_mean"] / cpu["speed"]["latency_ms_mean"],
-                "speedup_batch32": cpu["speed"]["throughput_eps"] / t_entry["speed"]["throughput_eps"],
-                "bf16_ex_s_batch1": 1000.0 / bf16["speed"]["latency_ms_mean"] if bf16 else None,
-                "bf16_ex_s_batch32": bf16["speed"]["throughput_eps"] if bf16 else None,
-                "bf16_speedup_batch32_vs_teacher_bf16": (
-                    bf16["speed"]["throughput_eps"] / t_bf16["speed"]["throughput_eps"]
-                    if bf16 and t_bf16
-                    else None
-                ),
+                "cpu_ex_s_batch1": b1,
+                "cpu_ex_s_batch32": b32,
+                "speedup_batch1": _ratio(b1, t_b1),
+                "speedup_batch32": _ratio(b32, t_b32),
+                "bf16_ex_s_batch1": bf16_b1,
+                "bf16_ex_s_batch32": bf16_b32,
+                "bf16_speedup_batch32_vs_teacher_bf16": _ratio(bf16_b32, t_bf16_b32),
                 "bf16_dev_accuracy": bf16["metrics"]["accuracy"] if bf16 else None,
-                "onnx_int8_ex_s_batch32": int8["speed"]["throughput_eps"] if int8 else None,
+                "onnx_int8_ex_s_batch32": _speeds(int8)[1],
                 "onnx_int8_dev_accuracy": int8["metrics"]["accuracy"] if int8 else None,
                 "dev_accuracy": cpu["metrics"]["accuracy"],
-                "pct_of_teacher": 100 * cpu["metrics"]["accuracy"] / t_entry["metrics"]["accuracy"],
+                "pct_of_teacher": 100 * cpu["metrics"]["accuracy"] / t_acc,
             }
         )
     return rows, markdown(rows)
 
 
-def _num(value: float | None, fmt: str) -> str:
-    return "n/a" if value is None else format(value, fmt)
+def _num(value: float | None, fmt: str, suffix: str = "") -> str:
+    return "n/a" if value is None else format(value, fmt) + suffix
 
 
 def markdown(rows: list[dict]) -> str:
-    """The results table (fp32 PyTorch speeds) and the bf16-autocast probe of the same models."""
+    """The results table (fp32 PyTorch speeds) and, when bf16 was timed, the bf16-autocast probe."""
     head = (
         "| model | params (total) | non-embedding | compression | CPU ex/s b=1 | CPU ex/s b=32 | speed-up b=1 "
         "| speed-up b=32 | ONNX int8 ex/s b=32 | dev acc | % of teacher |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = [
         f"| {r['model']} | {r['params_total'] / 1e6:.2f}M | {r['params_non_embedding'] / 1e6:.2f}M | "
-        f"{r['compression']:.1f}x | {r['cpu_ex_s_batch1']:.0f} | {r['cpu_ex_s_batch32']:.0f} | "
-        f"{r['speedup_batch1']:.1f}x | {r['speedup_batch32']:.1f}x | {_num(r['onnx_int8_ex_s_batch32'], '.0f')} | "
-        f"{r['dev_accuracy']:.4f} | {r['pct_of_teacher']:.1f}% |"
+        f"{r['compression']:.1f}x | {_num(r['cpu_ex_s_batch1'], '.0f')} | {_num(r['cpu_ex_s_batch32'], '.0f')} | "
+        f"{_num(r['speedup_batch1'], '.1f', 'x')} | {_num(r['speedup_batch32'], '.1f', 'x')} | "
+        f"{_num(r['onnx_int8_ex_s_batch32'], '.0f')} | {r['dev_accuracy']:.4f} | {r['pct_of_teacher']:.1f}% |"
         for r in rows
     ]
+    text = head + "\n".join(lines) + "\n"
+    if all(r["bf16_ex_s_batch32"] is None for r in rows):
+        return text
     probe = (
         "\n| model | fp32 ex/s b=1 | bf16 ex/s b=1 | fp32 ex/s b=32 | bf16 ex/s b=32 | bf16 / fp32 at b=32 "
         "| dev acc fp32 / bf16 |\n|---|---|---|---|---|---|---|\n"
     )
     probe += "\n".join(
-        f"| {r['model']} | {r['cpu_ex_s_batch1']:.0f} | {_num(r['bf16_ex_s_batch1'], '.0f')} | "
-        f"{r['cpu_ex_s_batch32']:.0f} | {_num(r['bf16_ex_s_batch32'], '.0f')} | "
-        f"{_num(r['bf16_ex_s_batch32'] and r['bf16_ex_s_batch32'] / r['cpu_ex_s_batch32'], '.2f')}x | "
+        f"| {r['model']} | {_num(r['cpu_ex_s_batch1'], '.0f')} | {_num(r['bf16_ex_s_batch1'], '.0f')} | "
+        f"{_num(r['cpu_ex_s_batch32'], '.0f')} | {_num(r['bf16_ex_s_batch32'], '.0f')} | "
+        f"{_num(_ratio(r['bf16_ex_s_batch32'], r['cpu_ex_s_batch32']), '.2f', 'x')} | "
         f"{r['dev_accuracy']:.4f} / {_num(r['bf16_dev_accuracy'], '.4f')} |"
         for r in rows
     )
-    return head + "\n".join(lines) + "\n" + probe + "\n"
+    return text + probe + "\n"
 
 
 def _args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.ArgumentParser]:
@@ -242,12 +255,26 @@ def _args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Argument
     p.add_argument("--precision", default="auto", help="training precision (auto: bf16 on native-bf16 CPUs)")
     p.add_argument("--students", nargs="*", default=None, help="NAME[,key=value...] (default: all)")
     p.add_argument("--train-only", action="store_true", help="train the students, skip the benchmark")
+    p.add_argument("--no-speed", action="store_true", help="benchmark dev accuracy and size only (no timing)")
+    p.add_argument("--section", default="main", help="key of this invocation's results in the JSON file")
     p.add_argument("--json", default="benchmarks/results/sst2_compact.json", help="results JSON")
     p.add_argument("--threads", type=int, default=None, help="threads of the speed measurements")
     args = p.parse_args(argv)
     if args.train_examples < 0 or args.n_aug < 1:
         p.error("--train-examples must be >= 0 (0: all) and --n-aug >= 1")
     return args, p
+
+
+def write_section(path: Path, section: str, result: dict) -> None:
+    """Store ``result`` under ``sections[section]`` of the JSON file, keeping the other sections."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    sections = data.get("sections") if isinstance(data.get("sections"), dict) else {}
+    sections[section] = result
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"sections": sections}, indent=2) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,10 +295,12 @@ def main(argv: list[str] | None = None) -> int:
         args.teacher,
         [Path(args.work) / run_name(s) / "model" for s in specs],
         Path(args.data) / "dev.tsv",
-        out_dir=Path(args.work) / "report",
+        out_dir=Path(args.work) / f"report-{args.section}",
         max_examples=None,
         threads=args.threads,
-        onnx=True,
+        onnx=not args.no_speed,
+        speed=not args.no_speed,
+        bf16=False if args.no_speed else None,
         cka=False,
         plots=False,
     )
@@ -283,14 +312,14 @@ def main(argv: list[str] | None = None) -> int:
         "environment": report.get("environment"),
         "train_examples": args.train_examples or "all",
         "epochs": args.epochs,
+        "eval_every": args.eval_every,
         "training_precision": args.precision,
         "students": parsed,
         "rows": rows,
         "runs": {s: {"seconds": r.get("seconds"), "results": r.get("results")} for s, r in runs.items()},
         "markdown": md,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_section(Path(args.json), args.section, result)
     print(f"wrote {args.json}")
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,25 @@ def test_only_finished_runs_are_reused(bench, tmp_path):
     assert bench._finished_run(run) is None  # a run still training (or killed) is not reused
     (run / "run.json").write_text('{"status": "finished", "seconds": 3}', encoding="utf-8")
     assert bench._finished_run(run) == {"status": "finished", "seconds": 3}
+
+
+def test_table_without_speed_and_sections_of_the_json(bench, tmp_path):
+    report = {
+        "models": [
+            {"name": "t", "role": "teacher", "dir": "/t", "params": {"total": 10, "non_embedding": 8}},
+            {"name": "s", "role": "student", "dir": "/s", "params": {"total": 5, "non_embedding": 1}},
+        ],
+        "entries": [
+            {**_entry("t", "pytorch", "fp32", 0.8, 1.0, 1.0), "speed": None},
+            {**_entry("s", "pytorch", "fp32", 0.6, 1.0, 1.0), "speed": None},
+        ],
+    }
+    rows, md = bench.table(report, {"/s": "small"})
+    assert rows[1]["speedup_batch32"] is None and rows[1]["pct_of_teacher"] == pytest.approx(75.0)
+    assert "| small | 0.00M | 0.00M | 2.0x | n/a | n/a | n/a | n/a | n/a | 0.6000 | 75.0% |" in md
+    assert "bf16 / fp32" not in md  # no probe table without bf16 timings
+    path = tmp_path / "r.json"
+    bench.write_section(path, "main", {"a": 1})
+    bench.write_section(path, "ablation", {"b": 2})
+    bench.write_section(path, "main", {"a": 3})
+    assert json.loads(path.read_text()) == {"sections": {"main": {"a": 3}, "ablation": {"b": 2}}}
