@@ -27,6 +27,7 @@ import torch
 from textdistill.config.schema import Config
 from textdistill.losses import LOSSES
 from textdistill.models.outputs import ModelInfo
+from textdistill.training.teacher_cache.source import default_cache_root
 
 LM_STUDENT_TYPES = ("pretrained", "truncate", "shrink")
 
@@ -154,19 +155,11 @@ def _build_student(cfg: Config, teacher_model: Any, teacher_info: ModelInfo) -> 
 def _stores(cfg: Config, rows: dict[str, list], teacher_id: str) -> dict[str, Any]:
     from textdistill.training.teacher_cache.lm_topk import find_lm_topk_store
 
-    root = _store_root(cfg)
+    root = default_cache_root(cfg)
     return {
         split: find_lm_topk_store(root / f"lm-topk-{split}", teacher_id, r, cfg.teacher.store_topk)
         for split, r in rows.items()
     }
-
-
-def _store_root(cfg: Config) -> Path:
-    return (
-        Path(cfg.teacher.cache_dir)
-        if cfg.teacher.cache_dir
-        else Path(cfg.output_dir).parent / ".textdistill-cache"
-    )
 
 
 def _loader(rows: list[dict], collate: Any, batch_size: int, seed: int):
@@ -224,7 +217,7 @@ def run_lm_training(
             cfg.teacher.path, gguf_file=cfg.teacher.gguf_file, trust_remote_code=cfg.teacher.trust_remote_code
         )
     if use_store and not warm:
-        root = _store_root(cfg)
+        root = default_cache_root(cfg)
         for split, r in rows.items():
             stores[split] = stores[split] or build_lm_topk_store(
                 teacher, r, root / f"lm-topk-{split}", cfg.teacher.store_topk, collate=collate,
