@@ -22,7 +22,7 @@ from typing import Any
 
 from textdistill.config.loader import dump_yaml
 from textdistill.config.schema import Config
-from textdistill.training.callbacks import Callback, MetricsLogger, write_json_atomic
+from textdistill.training.callbacks import Callback, MetricsLogger, write_json_atomic, write_text_atomic
 from textdistill.training.checkpoint import Checkpoint, CheckpointSaver, restore_checkpoint
 from textdistill.training.distiller import Distiller, TrainState
 from textdistill.training.run_dir import (
@@ -32,7 +32,6 @@ from textdistill.training.run_dir import (
     prepare_run_dir,
     record_interruption,
     resume_command,
-    write_text_atomic,
 )
 from textdistill.training.signals import graceful_stop
 
