@@ -20,7 +20,10 @@ steps, batch size, AdamW (betas 0.9/0.999, eps 1e-8, weight decay 0), learning r
 * ``data_only``: the same student trained with ``lm_ce`` only (next-token cross-entropy of the data, no
   teacher), same steps;
 * ``td_mix``: textdistill with the warm store and ``--mix-objective`` (default ``0.5 lm_kl + 0.5 lm_ce``: the
-  teacher's distribution and the data), same steps.
+  teacher's distribution and the data), same steps;
+* ``td_live`` (only when asked for with ``--sides``): textdistill with the teacher live in memory over the full
+  vocabulary (``teacher.store_topk=null``), otherwise as ``td_warm``: separates the effect of the top-k store
+  from the rest.
 
 Loss normalisation differs and is not changed: TRL averages over all loss tokens of a batch, textdistill
 averages per example, then over examples. Every student is then evaluated by the same code
@@ -52,7 +55,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-SIDES = ("td_cold", "td_warm", "trl", "data_only", "td_mix")
+SIDES = ("td_cold", "td_warm", "trl", "data_only", "td_mix", "td_live")
+DEFAULT_SIDES = SIDES[:5]
 
 
 def sentences(path: Path) -> list[str]:
@@ -115,7 +119,8 @@ def td_worker(args: argparse.Namespace, paths: dict[str, str], side: str) -> dic
     cfg = from_dict(
         Config,
         {
-            "teacher": {"path": args.teacher, "store_topk": args.k, "cache_dir": str(Path(args.work) / "store")},
+            "teacher": {"path": args.teacher, "store_topk": None if side == "td_live" else args.k,
+                        "cache_dir": str(Path(args.work) / "store")},
             "student": {"type": "pretrained", "path": paths["student_init"]},
             "data": {"task": "causal_lm", "train": paths["train"], "dev": paths["run_dev"],
                      "max_length": args.max_length, "chat_template": False},
@@ -289,6 +294,7 @@ def parent(args: argparse.Namespace) -> None:
         print(f"[vs_trl] {side}: {json.dumps(result['summary'].get(side))}", flush=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["summary"], indent=2))
+    print(markdown(result))
 
 
 def job(args: argparse.Namespace) -> dict[str, Any]:
@@ -329,6 +335,38 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     return s
 
 
+LABELS = {
+    "td_cold": "textdistill, store cold (teacher pass + training)",
+    "td_warm": "textdistill, store warm (no teacher in memory)",
+    "trl": "TRL GKDTrainer (lmbda=0, beta=0: forward KL, live teacher)",
+    "data_only": "data only (lm_ce, no teacher)",
+    "td_mix": "textdistill, store warm, 0.5 lm_kl + 0.5 lm_ce",
+    "td_live": "textdistill, live teacher (full vocabulary)",
+}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The side-by-side table of a result JSON."""
+    s, held = result["summary"], result["heldout"]
+    lines = [
+        "| run | wall s | train loop s | peak RSS MB | held-out ppl | token KL to teacher | top-1 agreement |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| teacher (SmolLM2-135M-Instruct, {held['teacher']['parameters']:,} params) | | | | "
+        f"{held['teacher']['ppl']:.1f} | 0 | 1 |",
+        f"| student init (truncated, {held['student_init']['parameters']:,} params) | | | | "
+        f"{held['student_init']['student_ppl']:.3g} | {held['student_init']['token_kl']:.3f} | "
+        f"{held['student_init']['top1_agreement']:.3f} |",
+    ]
+    for side in SIDES:
+        if side in s and s[side].get("student_ppl") is not None:
+            r = s[side]
+            lines.append(
+                f"| {LABELS[side]} | {r['wall_s']:.1f} | {r['train_s']:.1f} | {r['peak_rss_mb']:.0f} | "
+                f"{r['student_ppl']:.1f} | {r['token_kl']:.3f} | {r['top1_agreement']:.3f} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", default="/work/models/SmolLM2-135M-Instruct")
@@ -351,7 +389,8 @@ def main() -> None:
         help="JSON list of textdistill terms for td_mix",
     )
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--sides", nargs="+", default=list(SIDES), choices=SIDES)
+    p.add_argument("--sides", nargs="+", default=list(DEFAULT_SIDES), choices=SIDES)
+    p.add_argument("--table", default=None, help="print the Markdown table of a result JSON and exit")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--paths", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -360,7 +399,9 @@ def main() -> None:
     args.passthrough = []
     for key in keep:
         args.passthrough += [key, str(getattr(args, key[2:].replace("-", "_")))]
-    if args.worker:
+    if args.table:
+        print(markdown(json.loads(Path(args.table).read_text())))
+    elif args.worker:
         worker(args)
     else:
         parent(args)
