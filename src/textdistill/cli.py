@@ -110,6 +110,12 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.action == "show":
         print(dump_yaml(cfg), end="")
         return 0
+    from textdistill.training.lm_runner import is_causal_lm_run, validate_lm_run
+
+    if is_causal_lm_run(cfg):  # generative LMs: configs, tokenizers and data files, no weights
+        validate_lm_run(cfg, args.mode)
+        print(f"config and data are valid for {args.mode} (causal_lm)")
+        return 0
     # The task as the run will infer it (columns, kind, metric, objective, lr), then the config, then the
     # data: labels checked against the teacher's config. No weights are loaded.
     from textdistill.data.task import load_task_data

@@ -25,7 +25,6 @@ from typing import Any
 import torch
 
 from textdistill.config.schema import Config
-from textdistill.errors import ConfigError
 from textdistill.losses import LOSSES
 from textdistill.models.outputs import ModelInfo
 from textdistill.training.teacher_cache.source import default_cache_root
@@ -60,18 +59,9 @@ def is_causal_lm_run(cfg: Config) -> bool:
     task = getattr(cfg.data, "task", "auto")
     if task not in (None, "auto"):
         return task == "causal_lm"
-    if cfg.teacher.gguf_file:
+    if cfg.teacher.gguf_file or str(cfg.teacher.path or "").lower().endswith(".gguf"):
         return True
     return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in _architectures(cfg.teacher.path))
-
-
-def _teacher_config(cfg: Config) -> Any:
-    from transformers import AutoConfig
-
-    kwargs = {"gguf_file": cfg.teacher.gguf_file} if cfg.teacher.gguf_file else {}
-    return AutoConfig.from_pretrained(
-        cfg.teacher.path, trust_remote_code=cfg.teacher.trust_remote_code, **kwargs
-    )
 
 
 def with_lm_objective(cfg: Config) -> Config:
@@ -122,26 +112,13 @@ def lm_config_problems(cfg: Config, mode: str) -> list[str]:
     return problems
 
 
-def _validate(cfg: Config, mode: str) -> tuple[Config, Any]:
-    """Raise ConfigError with every problem; return the run's config (default objective: ``lm_kl``) and
-    the teacher's config (no weights loaded)."""
-    cfg = with_lm_objective(cfg)
-    problems = lm_config_problems(cfg, mode)
-    if problems:
-        raise ConfigError(problems)
-    try:
-        config = _teacher_config(cfg)
-    except (OSError, ValueError, ImportError) as exc:
-        raise ConfigError([f"teacher.path: cannot read the causal-LM config: {exc}"]) from exc
-    k = cfg.teacher.store_topk
-    if k is not None:
-        from textdistill.training.teacher_cache.lm_topk import check_k
+def validate_lm_run(cfg: Config, mode: str = "distill", *, resume: bool = False) -> tuple[Config, Any]:
+    """Raise ConfigError with every problem found without loading weights (``training/lm_checks.py``); return
+    the run's config (a ``.gguf`` teacher.path split, default objective ``lm_kl``) and the teacher's config."""
+    from textdistill.training.lm_checks import validate_lm_config, with_gguf_path
 
-        try:
-            check_k(k, int(config.vocab_size))
-        except Exception as exc:  # DataError: reported as a config problem before anything loads
-            raise ConfigError([f"teacher.store_topk: {exc}"]) from exc
-    return cfg, config
+    cfg = with_lm_objective(with_gguf_path(cfg))
+    return cfg, validate_lm_config(cfg, lm_config_problems(cfg, mode), resume=resume)
 
 
 def _rows(cfg: Config, tokenizer: Any, path: str, limit: int | None) -> list[dict[str, Any]]:
@@ -196,20 +173,23 @@ def _loader(rows: list[dict], collate: Any, batch_size: int, seed: int):
     return batches
 
 
-def run_lm_training(cfg: Config, mode: str = "distill", *, quiet: bool = False) -> LMRunResult:
-    """Distil a causal-LM teacher into a causal-LM student as configured (see the module docstring).
+def run_lm_training(
+    cfg: Config, mode: str = "distill", *, quiet: bool = False, resume: bool = False
+) -> LMRunResult:
+    """Distil a causal-LM teacher into a causal-LM student as configured (see the module docstring);
+    ``resume`` continues the run in ``output_dir`` bit-identically (:mod:`textdistill.training.lm_run_dir`).
 
     Raises:
         ConfigError: every config problem, before any weights load.
         DataError, ModelError: unreadable data, prompts longer than max_length, models that do not load.
     """
-    from transformers import AutoTokenizer
-
     from textdistill.data.lm_data import LMCollator, pad_token_of
     from textdistill.evaluation.lm_metrics import evaluate_lm
     from textdistill.losses.objective import Objective
     from textdistill.models.causal_lm import HFCausalLM, causal_lm_info, load_causal_lm, save_causal_lm
     from textdistill.training.distiller import Distiller, LiveTeacher
+    from textdistill.training.lm_checks import lm_tokenizer
+    from textdistill.training.lm_run_dir import open_lm_run
     from textdistill.training.teacher_cache.lm_topk import (
         StoredLMTeacher,
         build_lm_topk_store,
@@ -217,13 +197,11 @@ def run_lm_training(cfg: Config, mode: str = "distill", *, quiet: bool = False) 
     )
 
     t_start = time.perf_counter()
-    cfg, config = _validate(cfg, mode)
+    cfg, config = validate_lm_run(cfg, mode, resume=resume)
+    lm_run = open_lm_run(cfg, mode, resume=resume, quiet=quiet)
     torch.manual_seed(cfg.train.seed)
     teacher_info = causal_lm_info(config)
-    tok_kwargs = {"gguf_file": cfg.teacher.gguf_file} if cfg.teacher.gguf_file else {}
-    tokenizer = AutoTokenizer.from_pretrained(
-        cfg.teacher.path, trust_remote_code=cfg.teacher.trust_remote_code, **tok_kwargs
-    )
+    tokenizer = lm_tokenizer(cfg)
     collate = LMCollator(pad_token_of(tokenizer))
     rows = {
         "train": _rows(cfg, tokenizer, cfg.data.train, cfg.data.max_train_examples),
@@ -271,14 +249,12 @@ def run_lm_training(cfg: Config, mode: str = "distill", *, quiet: bool = False) 
         evaluator=lambda m: evaluate_lm(m, dev_teacher, dev_batches),
         metric="token_kl",
         greater_is_better=False,
+        callbacks=lm_run.callbacks(),
     )
-    t_train = time.perf_counter()
-    state = distiller.fit()
-    train_s = time.perf_counter() - t_train
+    state, train_s = lm_run.fit(distiller)  # restores a resume's checkpoint (RNG states last), then fits
     final = distiller.unwrapped_student()
     dev = evaluate_lm(final, dev_teacher, dev_batches)
-    run_dir = Path(cfg.output_dir)
-    model_dir = save_causal_lm(final, tokenizer, run_dir / "model")
+    model_dir = save_causal_lm(final, tokenizer, lm_run.run_dir / "model")
     details = {
         "dev_before": before,
         "dev": dev,
@@ -292,7 +268,7 @@ def run_lm_training(cfg: Config, mode: str = "distill", *, quiet: bool = False) 
         "student_parameters": sum(p.numel() for p in final.parameters()),
         "config": asdict(cfg),
     }
-    (run_dir / "results.json").write_text(json.dumps(details, indent=2, default=str))
+    lm_run.finish(details)
     if not quiet:
         print(f"textdistill: causal-LM student saved to {model_dir}")
-    return LMRunResult(run_dir, model_dir, dev, details)
+    return LMRunResult(lm_run.run_dir, model_dir, dev, details)

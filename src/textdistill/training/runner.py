@@ -114,7 +114,7 @@ def _run_phases(cfg: Config, mode: str, *, quiet: bool, resume: bool) -> RunResu
     from textdistill.training.lm_runner import is_causal_lm_run, run_lm_training
 
     if is_causal_lm_run(cfg):  # generative LMs: their own phases (training/lm_runner.py), the same loop
-        return run_lm_training(cfg, mode, quiet=quiet)
+        return run_lm_training(cfg, mode, quiet=quiet, resume=resume)
     run = _resolve(cfg, mode, quiet=quiet, resume=resume)
     data = _load_data(run)
     models = _build_models(run, data)
