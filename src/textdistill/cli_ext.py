@@ -15,6 +15,7 @@ MODULES = (
     "textdistill.export.cli",  # export onnx
     "textdistill.provision",  # provision (real pretrained models from PyPI)
     "textdistill.models.vocab_cli",  # trim-vocab
+    "textdistill.training.lm_generate_cli",  # generate-responses (sequence-level KD)
 )
 
 

@@ -13,7 +13,7 @@ A recipe::
       train: {lr: 5.0e-5}
     stages:                         # run in this order
       - name: general
-        mode: general               # finetune | distill | general
+        mode: general               # finetune | distill | general | generate
         when: corpus                # run only when params.corpus is set (`unless:` is the opposite)
         teacher: {path: "${params.teacher}"}
         student: {type: shrink, num_layers: "${params.student_layers}"}
@@ -167,7 +167,7 @@ def resolve_pipeline(
                 enabled=enabled[stage.name],
                 reason=reasons[stage.name],
                 run_dir=run_dir,
-                model_dir=run_dir / "model",
+                model_dir=run_dir / ("responses.jsonl" if stage.mode == "generate" else "model"),
             )
             resolved.append(rs)
             if not rs.enabled or not static_ok:
@@ -361,7 +361,8 @@ def _inputs(
         except TextDistillError:
             files = []  # validate_general reports the bad path
     elif cfg.data.format != "hf":
-        files = [p for p in (cfg.data.train, cfg.data.dev, cfg.data.test) if p]
+        # an upstream stage's output (a generate stage's responses) is covered by that stage's fingerprint
+        files = [p for p in (cfg.data.train, cfg.data.dev, cfg.data.test) if p and p not in outputs]
     models = []
     if mode != "finetune" and cfg.teacher.path:
         models.append(cfg.teacher.path)

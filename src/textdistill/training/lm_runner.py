@@ -164,6 +164,15 @@ def _validate(cfg: Config, mode: str) -> tuple[Config, Any]:
     return cfg, config
 
 
+def validate_lm_config(cfg: Config, mode: str = "distill") -> Config:
+    """The run's config (default objective ``lm_kl``) after every check that needs no weights.
+
+    Raises:
+        ConfigError: every problem at once.
+    """
+    return _validate(cfg, mode)[0]
+
+
 def _rows(cfg: Config, tokenizer: Any, path: str, limit: int | None) -> list[dict[str, Any]]:
     from textdistill.data.lm_data import encode_lm_examples, pack_examples, read_lm_examples
 
