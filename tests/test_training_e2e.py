@@ -280,7 +280,9 @@ def test_regression_finetune(work):
     assert result.dev_metrics["spearman"] == pytest.approx(_corr(_ranks(pred), _ranks(gold)), abs=1e-5)
     assert result.dev_metrics["mse"] == pytest.approx(float(((pred - gold) ** 2).mean()), rel=1e-4)
     # evaluate on the saved directory detects regression from the single output.
-    again = evaluate_dir(result.model_dir, work / "reg_dev.tsv", overrides=["label_column=score"])
+    again = evaluate_dir(
+        result.model_dir, work / "reg_dev.tsv", overrides=["label_column=score"], precision="fp32"
+    )
     assert again["pearson"] == pytest.approx(result.dev_metrics["pearson"], abs=1e-6)
 
 

@@ -120,7 +120,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from textdistill.evaluation.evaluate import evaluate_dir
 
     metrics = evaluate_dir(
-        args.model, args.data, overrides=args.overrides, batch_size=args.batch_size, announce=True
+        args.model,
+        args.data,
+        overrides=args.overrides,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        announce=True,
     )
     print(json.dumps(metrics, indent=2))
     return 0
@@ -192,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", "-m", required=True, help="model directory")
     p.add_argument("--data", "-d", required=True, help="labelled TSV/CSV/JSONL file")
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="auto: bf16 autocast where the CPU/GPU runs it natively, else fp32 (fp32 gives the exact scores)",
+    )
     p.add_argument(
         "overrides",
         nargs="*",
