@@ -116,6 +116,18 @@ def test_greedy_generation_equals_an_argmax_loop_and_rows_do_not_depend_on_their
     assert len(capped[0]) == 2  # never beyond max_length
 
 
+@pytest.mark.parametrize("factory", [tiny_llama, tiny_gpt2])
+def test_the_kv_cache_loop_equals_the_recomputing_loop(factory):
+    model = factory(V, seed=2)
+    prompts = [[1, 8, 9], [1, 10, 11, 12, 13, 14, 15], [1, 7]]
+    kwargs = {"max_new_tokens": 8, "max_length": 16, "eos_token_id": None, "pad_token_id": 0}
+    cached = generate(model, prompts, temperature=0, **kwargs)
+    assert cached == generate(model, prompts, temperature=0, use_cache=False, **kwargs)
+    sampled = generate(model, prompts, seed=3, top_p=0.9, **kwargs)
+    assert sampled == generate(model, prompts, seed=3, top_p=0.9, use_cache=False, **kwargs)
+    assert [len(c) for c in cached] == [8, 8, 8]
+
+
 def test_prompt_length_of_prompt_response_and_text_rows():
     assert prompt_length([-100, -100, -100, 7, 2], 5, 0.5) == 3
     assert prompt_length([1, 5, 6, 7, 2], 5, 0.5) == 2  # round(2.5) = 2
