@@ -161,3 +161,24 @@ def test_a_generate_stage_feeds_the_next_stage_which_trains_on_the_responses(set
         run_pipeline(
             recipe, {**params, "prompts": str(setup / "none.txt")}, output_dir=setup / "p2", quiet=True
         )
+
+
+def test_prompts_are_rendered_with_the_chat_template_when_the_tokenizer_has_one(tmp_path):
+    chat = make_lm_tokenizer(chat=True)
+    tiny_llama(len(chat), seed=4).save_pretrained(tmp_path / "t")
+    chat.save_pretrained(tmp_path / "t")
+    (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": "is the film good"}) + "\n")
+    result = generate_responses(tmp_path / "t", tmp_path / "p.jsonl", tmp_path / "o.jsonl",
+                                lm=LMConfig(max_new_tokens=3, temperature=0.0))  # fmt: skip
+    seq = chat.apply_chat_template([{"role": "user", "content": "is the film good"}], add_generation_prompt=True,
+                                   tokenize=True, return_dict=False)  # fmt: skip
+    assert chat.convert_ids_to_tokens(seq)[-1] == "<|assistant|>"
+    teacher, n = tiny_llama(len(chat), seed=4), len(seq)
+    with torch.no_grad():
+        while len(seq) < n + 3:
+            seq.append(int(teacher(torch.tensor([seq])).logits[0, -1].argmax()))
+            if seq[-1] == chat.eos_token_id:
+                break
+    assert lines(result.path) == [
+        {"prompt": "is the film good", "response": chat.decode(seq[n:], skip_special_tokens=True)}
+    ]
