@@ -249,7 +249,7 @@ def validate_config(cfg: Config, mode: str = "distill", *, num_labels: int | Non
         ConfigError: every problem found.
     """
     from textdistill.losses.objective import validate_objective
-    from textdistill.models.students import student_info, validate_student
+    from textdistill.models.students import student_info
     from textdistill.models.teacher import model_info
 
     problems: list[str] = []
@@ -308,13 +308,10 @@ def validate_config(cfg: Config, mode: str = "distill", *, num_labels: int | Non
             except TextDistillError as e:
                 problems.append(f"student.path: {e}")
     elif teacher_info is not None:
-        student_problems = validate_student(cfg.student, teacher_info)
-        problems.extend(student_problems)
-        if not student_problems:
-            try:
-                s_info = student_info(cfg.student, teacher_info, labels)
-            except TextDistillError as e:
-                problems.extend(getattr(e, "problems", [str(e)]))
+        try:  # every problem with the student options at once
+            s_info = student_info(cfg.student, teacher_info, labels)
+        except TextDistillError as e:
+            problems.extend(getattr(e, "problems", [str(e)]))
     if s_info is not None and (mode == "finetune" or teacher_info is not None):
         problems.extend(validate_objective(cfg.objective, teacher_info, s_info))
     if problems:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from textdistill.data.readers import _check_encoding, _decode_error, _lines, _open
+from textdistill.data.readers import _check_encoding, _decode_error, _lines, _open, _RowError
 from textdistill.errors import DataError
 
 CONLL_EXTENSIONS = (".conll", ".conllu", ".iob", ".iob2", ".bio", ".bioes", ".bmes", ".ner", ".txt")
@@ -62,13 +62,6 @@ class TokenReadResult:
     skipped: int = 0
     skipped_reasons: Counter[str] = field(default_factory=Counter)
     skip_messages: list[str] = field(default_factory=list)
-
-
-class _SentenceError(Exception):
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 def is_token_file(path: str | os.PathLike[str], format: str = "auto", tokens_key: str = "tokens") -> bool:
@@ -148,7 +141,7 @@ def read_token_file(
 def _keep(out: TokenReadResult, skip: bool, line: int, build: Any) -> None:
     try:
         example = build()
-    except _SentenceError as err:
+    except _RowError as err:
         if not skip:
             raise DataError(err.message) from None
         out.skipped += 1
@@ -162,15 +155,15 @@ def _keep(out: TokenReadResult, skip: bool, line: int, build: Any) -> None:
 
 def _check_tags(where: str, tokens: list[str], tags: list[str]) -> None:
     if not tokens:
-        raise _SentenceError("empty_sentence", f"{where}: the sentence has no tokens. {_SKIP_HINT}")
+        raise _RowError("empty_sentence", f"{where}: the sentence has no tokens. {_SKIP_HINT}")
     if len(tokens) != len(tags):
-        raise _SentenceError(
+        raise _RowError(
             "length_mismatch",
             f"{where}: {len(tokens)} tokens but {len(tags)} tags; every token needs exactly one tag. {_SKIP_HINT}",
         )
     for i, tag in enumerate(tags):
         if not isinstance(tag, str) or not _TAG.match(tag):
-            raise _SentenceError(
+            raise _RowError(
                 "bad_tag",
                 f"{where}: tag {tag!r} of token {i} ({tokens[i]!r}) is not O or PREFIX-TYPE with a prefix "
                 f"B, I, E, S or M (e.g. B-PER). Fix the tag, or check data.tag_column (the tag column of a "
@@ -240,7 +233,7 @@ def _conll_sentence(
     for lineno, fields in rows:
         where = f"{path}, line {lineno}"
         if len(fields) != width:
-            raise _SentenceError(
+            raise _RowError(
                 "wrong_column_count",
                 f"{where}: {len(fields)} columns, but the sentence's first line (line {rows[0][0]}) has "
                 f"{width}; token and tag counts differ on this line. {_SKIP_HINT}",
@@ -256,7 +249,7 @@ def _conll_sentence(
     where = f"{path}, line {rows[0][0]}"
     if width == 1:
         if require_tags:
-            raise _SentenceError("missing_tags", f"{where}: the sentence has no tag column. {_SKIP_HINT}")
+            raise _RowError("missing_tags", f"{where}: the sentence has no tag column. {_SKIP_HINT}")
         return TokenExample(ident, tokens, None)
     _check_tags(where, tokens, tags)
     return TokenExample(ident, tokens, tags)
@@ -286,9 +279,9 @@ def _parse_record(where: str, raw: str) -> dict[str, Any]:
     try:
         record = json.loads(raw)
     except ValueError as err:
-        raise _SentenceError("bad_json", f"{where}: not valid JSON ({err}). {_SKIP_HINT}") from None
+        raise _RowError("bad_json", f"{where}: not valid JSON ({err}). {_SKIP_HINT}") from None
     if not isinstance(record, dict):
-        raise _SentenceError("bad_json", f"{where}: expected a JSON object, got {type(record).__name__}.")
+        raise _RowError("bad_json", f"{where}: expected a JSON object, got {type(record).__name__}.")
     return record
 
 
@@ -297,7 +290,7 @@ def _jsonl_builder(tokens_key: str, tags_key: str, require_tags: bool):
         record = _parse_record(where, raw)
         tokens = record.get(tokens_key)
         if not isinstance(tokens, list) or not all(isinstance(t, str) and t.strip() for t in tokens):
-            raise _SentenceError(
+            raise _RowError(
                 "bad_tokens",
                 f"{where}: key {tokens_key!r} must be a list of non-empty strings, got {str(tokens)[:60]}. "
                 f"Fix the record, or set data.tokens_key to the key of the token list. {_SKIP_HINT}",
@@ -305,16 +298,16 @@ def _jsonl_builder(tokens_key: str, tags_key: str, require_tags: bool):
         tags = record.get(tags_key)
         if tags is None:
             if require_tags:
-                raise _SentenceError(
+                raise _RowError(
                     "missing_tags",
                     f"{where}: key {tags_key!r} (the tags) is missing. Fix the record, or set data.tags_key. "
                     f"{_SKIP_HINT}",
                 )
             if not tokens:
-                raise _SentenceError("empty_sentence", f"{where}: the sentence has no tokens. {_SKIP_HINT}")
+                raise _RowError("empty_sentence", f"{where}: the sentence has no tokens. {_SKIP_HINT}")
             return TokenExample(ident, list(tokens), None)
         if not isinstance(tags, list):
-            raise _SentenceError("bad_tag", f"{where}: key {tags_key!r} must be a list of tag strings.")
+            raise _RowError("bad_tag", f"{where}: key {tags_key!r} must be a list of tag strings.")
         _check_tags(where, list(tokens), list(tags))
         return TokenExample(ident, list(tokens), list(tags))
 

@@ -588,12 +588,9 @@ def _read_jsonl(path: Path, encoding: str, cols: _Columns, out: _Collector) -> s
                     f"{where}: the JSON is nested too deeply for Python's parser (recursion limit). "
                     f"{_SKIP_HINT}"
                 )
-            if message:
-                out.add(lineno, _raiser(_RowError("bad_json", message)))
-                idx += 1
-                continue
-            if not isinstance(record, dict):
+            if not message and not isinstance(record, dict):
                 message = f"{where}: expected a JSON object, got {type(record).__name__}. {_SKIP_HINT}"
+            if message:
                 out.add(lineno, _raiser(_RowError("bad_json", message)))
                 idx += 1
                 continue

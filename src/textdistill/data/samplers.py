@@ -7,13 +7,63 @@ the batches the uninterrupted run would have seen: ``set_epoch(e)`` and ``start_
 
 from __future__ import annotations
 
+import logging
+import random
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from textdistill.errors import DataError
+from textdistill.errors import ConfigError, DataError
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def seeded_subset(items: list[T], limit: int | None, seed: int | str) -> list[T]:
+    """A seeded random subset of ``limit`` items, in their original order (all when it fits)."""
+    if limit is None or len(items) <= limit:
+        return items
+    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
+    return [items[i] for i in keep]
+
+
+def carve_dev(examples: list[T], fraction: float, seed: int, source: str) -> tuple[list[T], list[T]]:
+    """Split off a seeded random ``fraction`` of the original examples as dev; both parts keep file order.
+
+    Augmented examples (``is_original`` False) never go to dev (they have no label); those that follow a
+    dev original in file order are its variants and are dropped, so no dev example leaks into training.
+
+    Raises:
+        ConfigError: ``fraction`` outside ``(0, 1)``. DataError: nothing would be left for training.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"data.dev_fraction must be between 0 and 1 (exclusive), got {fraction}.")
+    originals = [i for i, e in enumerate(examples) if e.is_original]
+    n = len(originals)
+    k = max(1, round(n * fraction))
+    if k >= n:
+        raise DataError(
+            f"{source}: cannot carve a dev set of fraction {fraction} out of {n} original training examples "
+            f"and keep any for training. Fix: give a dev file (data.dev) or a smaller data.dev_fraction."
+        )
+    order = list(range(n))
+    random.Random(f"{seed}:dev_fraction").shuffle(order)
+    dev_idx = {originals[j] for j in order[:k]}
+    train: list[T] = []
+    dev: list[T] = []
+    in_dev = False  # whether the last original seen went to dev (its variants follow it)
+    for i, e in enumerate(examples):
+        if e.is_original:
+            in_dev = i in dev_idx
+            (dev if in_dev else train).append(e)
+        elif not in_dev:
+            train.append(e)
+    dropped = len(examples) - len(train) - len(dev)
+    if dropped:
+        log.info("%s: dropped %d augmented variants of dev examples from training", source, dropped)
+    return train, dev
 
 
 def _rng(seed: int, epoch: int) -> np.random.Generator:

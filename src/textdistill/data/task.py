@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import random
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -14,6 +13,8 @@ from typing import Any
 from textdistill.config.schema import DataConfig
 from textdistill.data.labels import LabelMap, check_labels, resolve_label_map, sort_labels
 from textdistill.data.readers import Example, ReadResult, read_examples, read_hf_dataset
+from textdistill.data.samplers import carve_dev, seeded_subset
+from textdistill.data.token_task import is_token_task, load_token_task
 from textdistill.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,8 @@ def load_task_data(
         ConfigError: inconsistent data settings (no train set, dev and dev_fraction both set...).
         DataError: anything the readers or the label checks reject.
     """
-    if _is_token_task(cfg):  # NER-style data: data/token_task.py
-        return _load_token_task(cfg, teacher_id2label, seed)
+    if is_token_task(cfg):  # NER-style data: data/token_task.py
+        return load_token_task(cfg, teacher_id2label=dict(teacher_id2label or {}) or None, seed=seed)
     cfg = _inferred(cfg, teacher_id2label)
     _check_data_config(cfg, teacher_id2label)
 
@@ -147,11 +148,11 @@ def load_task_data(
     train = list(train_r.examples)
     dev = list(dev_r.examples) if dev_r is not None else []
     if cfg.dev_fraction is not None:
-        train, dev = _carve(train, cfg.dev_fraction, seed, str(cfg.train))
+        train, dev = carve_dev(train, cfg.dev_fraction, seed, str(cfg.train))
     test = list(test_r.examples) if test_r is not None else []
-    train = _subset(train, cfg.max_train_examples, f"{seed}:train")
-    dev = _subset(dev, cfg.max_eval_examples, f"{seed}:dev")
-    test = _subset(test, cfg.max_eval_examples, f"{seed}:test")
+    train = seeded_subset(train, cfg.max_train_examples, f"{seed}:train")
+    dev = seeded_subset(dev, cfg.max_eval_examples, f"{seed}:dev")
+    test = seeded_subset(test, cfg.max_eval_examples, f"{seed}:test")
 
     stats = _split_stats(cfg, label_map, (train_r, dev_r, test_r), (train, dev, test))
     return TaskData(train, dev, test, label_map, bool(cfg.regression), stats)
@@ -232,60 +233,6 @@ def _inferred(cfg: DataConfig, teacher_id2label: Mapping[int, str] | None) -> Da
     from textdistill.data.task_inference import infer_data
 
     return infer_data(cfg, teacher_id2label)[0]
-
-
-def _is_token_task(cfg: DataConfig) -> bool:
-    from textdistill.data.token_task import is_token_task
-
-    return is_token_task(cfg)
-
-
-def _load_token_task(cfg: DataConfig, teacher_id2label: Mapping[int, str] | None, seed: int) -> Any:
-    from textdistill.data.token_task import load_token_task
-
-    return load_token_task(cfg, teacher_id2label=dict(teacher_id2label or {}) or None, seed=seed)
-
-
-def _carve(
-    examples: list[Example], fraction: float, seed: int, source: str
-) -> tuple[list[Example], list[Example]]:
-    """Split off a seeded random ``fraction`` of the original examples as dev; both parts keep file order.
-
-    Augmented examples (``is_original`` False) never go to dev (they have no label); those that follow a
-    dev original in file order are its variants and are dropped, so no dev example leaks into training.
-    """
-    originals = [i for i, e in enumerate(examples) if e.is_original]
-    n = len(originals)
-    k = max(1, round(n * fraction))
-    if k >= n:
-        raise DataError(
-            f"{source}: cannot carve a dev set of fraction {fraction} out of {n} original training examples "
-            f"and keep any for training. Fix: give a dev file (data.dev) or a smaller data.dev_fraction."
-        )
-    order = list(range(n))
-    random.Random(f"{seed}:dev_fraction").shuffle(order)
-    dev_idx = {originals[j] for j in order[:k]}
-    train: list[Example] = []
-    dev: list[Example] = []
-    in_dev = False  # whether the last original seen went to dev (its variants follow it)
-    for i, e in enumerate(examples):
-        if e.is_original:
-            in_dev = i in dev_idx
-            (dev if in_dev else train).append(e)
-        elif not in_dev:
-            train.append(e)
-    dropped = len(examples) - len(train) - len(dev)
-    if dropped:
-        log.info("%s: dropped %d augmented variants of dev examples from training", source, dropped)
-    return train, dev
-
-
-def _subset(examples: list[Example], limit: int | None, seed: str) -> list[Example]:
-    """A seeded random subset of ``limit`` examples in their original order (all when it fits)."""
-    if limit is None or len(examples) <= limit:
-        return examples
-    keep = set(random.Random(seed).sample(range(len(examples)), limit))
-    return [e for i, e in enumerate(examples) if i in keep]
 
 
 def demo_corpus_path() -> Path:

@@ -303,15 +303,8 @@ def teacher_id2label(cfg: Config, mode: str) -> dict[int, str] | None:
     if mode != "distill" or not cfg.teacher.path:
         return None
     try:
-        from textdistill.models.teacher import _load_config
-
-        config = _load_config(cfg.teacher.path, "teacher", cfg.teacher.trust_remote_code)
+        return model_id2label(cfg.teacher.path, trust_remote_code=cfg.teacher.trust_remote_code)
     except Exception:  # noqa: BLE001 - validation names the problem with the teacher
-        return None
-    raw = getattr(config, "id2label", None) or {}
-    try:
-        return {int(k): str(v) for k, v in dict(raw).items()}
-    except (TypeError, ValueError):
         return None
 
 
@@ -448,22 +441,28 @@ def resolve_task(cfg: Config, mode: str = "distill") -> tuple[Config, TaskSpec]:
             f"train.metric: f1 is the F1 of the positive class (id 1) of a binary task, but this task has "
             f"{spec.num_labels} classes. Fix: use macro_f1."
         )
-    lr = train.lr
-    if lr is None:
-        lr = default_lr(mode, cfg.student.type)
-        train = replace(train, lr=lr)
-        if lr != LR_PRETRAINED:
-            inferred.append(f"lr for a {cfg.student.type} student")
+    train = _with_default_lr(train, mode, cfg.student.type, inferred)
     objective = cfg.objective
     if is_default_objective(objective):
         term = "hard_ce" if mode == "finetune" else spec.logit_term
         objective = [LossTermConfig(name=term)]
         if term == "kd_mse":
             inferred.append("logit term")
-    spec = replace(spec, metric=metric, inferred=tuple(inferred), lr=lr)
+    spec = replace(spec, metric=metric, inferred=tuple(inferred), lr=train.lr)
     if mode == "finetune":
         spec = replace(spec, logit_term="hard_ce")
     return replace(cfg, data=d, train=train, objective=objective), spec
+
+
+def _with_default_lr(train: TrainConfig, mode: str, student_type: str, inferred: list[str]) -> TrainConfig:
+    """``train`` with the student kind's default lr when it has none (noted in ``inferred`` unless it is
+    the pretrained default)."""
+    if train.lr is not None:
+        return train
+    lr = default_lr(mode, student_type)
+    if lr != LR_PRETRAINED:
+        inferred.append(f"lr for a {student_type} student")
+    return replace(train, lr=lr)
 
 
 def _resolve_token_task(cfg: Config, mode: str) -> tuple[Config, TaskSpec]:
@@ -474,12 +473,7 @@ def _resolve_token_task(cfg: Config, mode: str) -> tuple[Config, TaskSpec]:
     train: TrainConfig = cfg.train
     if train.metric is None:
         train = replace(train, metric="entity_f1")
-    lr = train.lr
-    if lr is None:
-        lr = default_lr(mode, cfg.student.type)
-        train = replace(train, lr=lr)
-        if lr != LR_PRETRAINED:
-            inferred.append(f"lr for a {cfg.student.type} student")
+    train = _with_default_lr(train, mode, cfg.student.type, inferred)
     objective = cfg.objective
     term = "hard_ce" if mode == "finetune" else "kd_kl"
     if mode == "finetune" and is_default_objective(objective):
@@ -494,12 +488,12 @@ def _resolve_token_task(cfg: Config, mode: str) -> tuple[Config, TaskSpec]:
         metric=str(train.metric),
         logit_term=term if is_default_objective(cfg.objective) else "",
         inferred=tuple(inferred),
-        lr=lr,
+        lr=train.lr,
     )
     return replace(cfg, train=train, objective=objective), spec
 
 
-def model_id2label(model_dir: str | Path) -> dict[int, str]:
+def model_id2label(model_dir: str | Path, *, trust_remote_code: bool = False) -> dict[int, str]:
     """A saved model's ``id2label`` from its config (HF ``config.json`` or a BiLSTM's), no weights read.
 
     Raises:
@@ -513,7 +507,7 @@ def model_id2label(model_dir: str | Path) -> dict[int, str]:
         meta = json.loads(bilstm.read_text(encoding="utf-8"))
         raw = (meta.get("config") or {}).get("id2label") or {}
     else:
-        raw = getattr(_load_config(model_dir, "model", False), "id2label", None) or {}
+        raw = getattr(_load_config(model_dir, "model", trust_remote_code), "id2label", None) or {}
     return {int(k): str(v) for k, v in dict(raw).items()}
 
 

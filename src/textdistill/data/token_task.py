@@ -11,7 +11,6 @@ dev/test tag against it: a tag the model cannot output is an error naming the fi
 from __future__ import annotations
 
 import logging
-import random
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from textdistill.config.schema import DataConfig
 from textdistill.data.conll import TokenExample, TokenReadResult, is_token_file, read_token_file
 from textdistill.data.labels import LabelMap, resolve_label_map
+from textdistill.data.samplers import carve_dev, seeded_subset
 from textdistill.data.tags import SCHEMES, detect_scheme, entity_spans, render_tags, split_tag
 from textdistill.errors import ConfigError, DataError
 
@@ -70,26 +70,21 @@ def _read(d: DataConfig, path: str, require_tags: bool) -> TokenReadResult:
     )
 
 
-def normalise_tags(result: TokenReadResult, target: str) -> int:
-    """Re-render every sentence's tags in ``target`` (repairing ill-formed ones); returns the tags changed."""
+def normalise_tags(result: TokenReadResult, target: str, *, apply: bool = True) -> int:
+    """Re-render every sentence's tags in ``target`` (repairing ill-formed ones); returns the tags changed.
+
+    With ``apply=False`` the tags stay as they are and the count is of those that would change: in the data's
+    own scheme, the ill-formed ones (an I- after O in IOB2...), counted for the report.
+    """
     changed = 0
     for example in result.examples:
         if example.tags is None:
             continue
         fixed = render_tags(entity_spans(example.tags), len(example.tags), target)
         changed += sum(a != b for a, b in zip(example.tags, fixed))
-        example.tags = fixed
+        if apply:
+            example.tags = fixed
     return changed
-
-
-def _repairs(result: TokenReadResult, scheme: str) -> int:
-    """Tags that are ill-formed in ``scheme`` itself (an I- after O in IOB2...), counted for the report."""
-    n = 0
-    for example in result.examples:
-        if example.tags is not None:
-            fixed = render_tags(entity_spans(example.tags), len(example.tags), scheme)
-            n += sum(a != b for a, b in zip(example.tags, fixed))
-    return n
 
 
 def check_tags(result: TokenReadResult, label_map: LabelMap) -> None:
@@ -141,7 +136,7 @@ def load_token_task(
     for name, result in splits:
         if result is None:
             continue
-        repaired = _repairs(result, scheme)
+        repaired = normalise_tags(result, scheme, apply=False)
         changed = normalise_tags(result, target)
         stats[name] = {
             "source": result.source,
@@ -171,11 +166,11 @@ def load_token_task(
     train = list(train_r.examples)
     dev = list(dev_r.examples) if dev_r is not None else []
     if d.dev_fraction is not None:
-        train, dev = _carve(train, d.dev_fraction, seed, str(d.train))
+        train, dev = carve_dev(train, d.dev_fraction, seed, str(d.train))
     test = list(test_r.examples) if test_r is not None else []
-    train = _subset(train, d.max_train_examples, f"{seed}:train")
-    dev = _subset(dev, d.max_eval_examples, f"{seed}:dev")
-    test = _subset(test, d.max_eval_examples, f"{seed}:test")
+    train = seeded_subset(train, d.max_train_examples, f"{seed}:train")
+    dev = seeded_subset(dev, d.max_eval_examples, f"{seed}:dev")
+    test = seeded_subset(test, d.max_eval_examples, f"{seed}:test")
     for name, part in (("train", train), ("dev", dev), ("test", test)):
         if name in stats:
             stats[name]["examples"] = len(part)
@@ -204,33 +199,3 @@ class TokenTaskData:
     def num_labels(self) -> int:
         """Output width of the tagger: the number of tags."""
         return len(self.label_map)
-
-
-def _subset(examples: list[TokenExample], limit: int | None, seed: str) -> list[TokenExample]:
-    """A seeded random subset of ``limit`` sentences in file order (all when it fits); the same draw as
-    :func:`textdistill.data.task._subset`."""
-    if limit is None or len(examples) <= limit:
-        return examples
-    keep = set(random.Random(seed).sample(range(len(examples)), limit))
-    return [e for i, e in enumerate(examples) if i in keep]
-
-
-def _carve(
-    examples: list[TokenExample], fraction: float, seed: int, source: str
-) -> tuple[list[TokenExample], list[TokenExample]]:
-    """A seeded ``fraction`` of the train sentences as dev (token data has no augmented rows to follow)."""
-    if not 0.0 < fraction < 1.0:
-        raise ConfigError(f"data.dev_fraction must be between 0 and 1 (exclusive), got {fraction}.")
-    n = len(examples)
-    k = max(1, round(n * fraction))
-    if k >= n:
-        raise DataError(
-            f"{source}: cannot carve a dev set of fraction {fraction} out of {n} sentences and keep any for "
-            f"training. Fix: give a dev file (data.dev) or a smaller data.dev_fraction."
-        )
-    order = list(range(n))
-    random.Random(f"{seed}:dev_fraction").shuffle(order)
-    dev_idx = set(order[:k])
-    return [e for i, e in enumerate(examples) if i not in dev_idx], [
-        e for i, e in enumerate(examples) if i in dev_idx
-    ]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from textdistill.data.task_inference import TaskSpec, eval_task, model_id2label
+from textdistill.data.task_inference import TaskSpec, model_id2label
 from textdistill.errors import ConfigError
 from textdistill.evaluation.cka import cka_matrix, collect_representations
 from textdistill.evaluation.compression import (
@@ -29,7 +28,7 @@ from textdistill.evaluation.compression import (
     flops_per_example,
     size_on_disk,
 )
-from textdistill.evaluation.eval_data import EvalData, model_tokenizer, read_labelled
+from textdistill.evaluation.eval_data import EvalData, infer_eval_task, model_tokenizer, read_labelled
 from textdistill.evaluation.metrics import agreement, agreement_measure
 from textdistill.evaluation.report import slug, write_report
 from textdistill.evaluation.speed import environment, measure_onnx, measure_torch, torch_threads
@@ -133,7 +132,9 @@ def run_benchmark(
     read_kw = dict(text_column=text_column, text_pair_column=text_pair_column, label_column=label_column)
     read_kw.update(format=format, encoding=encoding, regression=regression, labels=labels)
     read_kw.update(max_examples=max_examples, seed=seed)
-    spec = _infer_task(teacher_dir, data_path, read_kw, metric, announce)
+    id2label = model_id2label(teacher_dir)
+    command = "benchmark" if announce else None
+    spec = infer_eval_task(data_path, id2label, teacher_dir, read_kw, metric=metric, announce=command)
     settings = _Settings(n_threads, use_bf16, use_gpu, onnx, spec.regression, 0, speed_kw, out / "onnx")
     settings.speed = speed
     encode_kw = dict(max_length=max_length, batch_size=batch_size, speed_examples=speed_examples, seed=seed)
@@ -149,36 +150,6 @@ def run_benchmark(
     files = write_report(results, out, plots=plots)
     results["files"] = {k: str(v) for k, v in files.items()}
     return results
-
-
-def _infer_task(
-    teacher_dir: str | os.PathLike[str],
-    data_path: str | os.PathLike[str],
-    read_kw: dict[str, Any],
-    metric: str | None,
-    announce: bool,
-) -> TaskSpec:
-    """The benchmark's task from the teacher's config.json (no weights) and the file's header; the inferred
-    columns and kind are written into ``read_kw``."""
-    keys = ("text_column", "text_pair_column", "label_column", "format", "encoding", "regression", "labels")
-    spec = eval_task(
-        data_path,
-        model_id2label(teacher_dir),
-        names=[str(teacher_dir)],
-        metric=metric,
-        **{k: read_kw[k] for k in keys},
-    )
-    if announce:
-        print(f"textdistill benchmark: {spec.describe()}", file=sys.stderr)
-    if spec.kind == "token_classification":  # the token reader takes no columns (evaluation/token_bench.py)
-        return spec
-    read_kw.update(
-        text_column=spec.text_column,
-        text_pair_column=spec.text_pair_column,
-        label_column=spec.label_column,
-        regression=spec.regression,
-    )
-    return spec
 
 
 def _task_record(

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
-import random
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from textdistill.data.samplers import seeded_subset
+from textdistill.data.task_inference import TaskSpec
 from textdistill.errors import DataError, ModelError
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
@@ -44,14 +46,6 @@ def model_tokenizer(directory: str | os.PathLike[str], fallback: Any | None = No
     )
 
 
-def _seeded_subset(items: list[Any], limit: int | None, seed: int) -> list[Any]:
-    """A seeded random subset of ``limit`` items, in their original order (all when it fits)."""
-    if limit is None or len(items) <= limit:
-        return items
-    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
-    return [items[i] for i in keep]
-
-
 def read_labelled(
     data_path: str | os.PathLike[str],
     *,
@@ -65,13 +59,14 @@ def read_labelled(
     labels: list[str] | None = None,
     max_examples: int | None = None,
     seed: int = 0,
+    skip_bad_rows: bool = False,
 ) -> tuple[list[Any], Any]:
     """Read a labelled evaluation file and map its labels onto a model's label map.
 
     Args:
         data_path: TSV/CSV/JSONL file with labels.
         id2label: the (teacher) model's label map; string labels are checked against it.
-        text_column, text_pair_column, label_column, format, encoding, regression: as in
+        text_column, text_pair_column, label_column, format, encoding, regression, skip_bad_rows: as in
             :func:`textdistill.data.read_examples`.
         labels: explicit class order (default: ``id2label``; see
             :func:`textdistill.data.resolve_label_map`).
@@ -94,18 +89,48 @@ def read_labelled(
         label_column=label_column,
         encoding=encoding,
         regression=regression,
+        skip_bad_rows=skip_bad_rows,
     )
     label_map = None
     if not regression:
-        label_map = resolve_label_map([str(e.label) for e in read.examples], labels, id2label)
+        known = [str(e.label) for e in read.examples if e.label is not None]
+        label_map = resolve_label_map(known, labels, id2label)
         check_labels(read, label_map)
-    from textdistill.data.task import _subset
-
     # the subset a run with train.seed=seed and data.max_eval_examples evaluates: the same dev rows
-    examples = _subset(list(read.examples), max_examples, f"{seed}:dev")
+    examples = seeded_subset(list(read.examples), max_examples, f"{seed}:dev")
     if not examples:
         raise DataError(f"{data_path}: no examples to evaluate on.")
     return examples, label_map
+
+
+def infer_eval_task(
+    data_path: str | os.PathLike[str],
+    id2label: Mapping[int, str],
+    model_dir: str | os.PathLike[str],
+    read_kw: dict[str, Any],
+    *,
+    metric: str | None = None,
+    announce: str | None = None,
+) -> TaskSpec:
+    """The task of the model in ``model_dir`` on a labelled file, from the read options in ``read_kw``
+    (:func:`~textdistill.data.task_inference.eval_task`); printed on stderr as ``textdistill ANNOUNCE: ...``
+    when ``announce`` names the command. For sentence data the inferred columns and kind are written into
+    ``read_kw`` (the token reader takes no columns: evaluation/token_bench.py)."""
+    from textdistill.data.task_inference import eval_task
+
+    keys = ("text_column", "text_pair_column", "label_column", "format", "encoding", "regression", "labels")
+    options = {k: read_kw[k] for k in keys if k in read_kw}
+    spec = eval_task(data_path, id2label, names=[str(model_dir)], metric=metric, **options)
+    if announce:
+        print(f"textdistill {announce}: {spec.describe()}", file=sys.stderr)
+    if spec.kind != "token_classification":
+        read_kw.update(
+            text_column=spec.text_column,
+            text_pair_column=spec.text_pair_column,
+            label_column=spec.label_column,
+            regression=spec.regression,
+        )
+    return spec
 
 
 class EvalData:
@@ -140,12 +165,18 @@ class EvalData:
         speed_examples: int,
         seed: int,
     ):
+        from textdistill.data import EncodedDataset
+
+        dataset = EncodedDataset(examples, tokenizer, max_length, label_map, regression=regression)
+        self._batch(dataset, tokenizer, batch_size, speed_examples, seed)
+
+    def _batch(self, dataset: Any, tokenizer: Any, batch_size: int, speed_examples: int, seed: int) -> None:
+        """The attributes above, from the encoded ``dataset``."""
         from torch.utils.data import Subset
 
-        from textdistill.data import Collator, EncodedDataset, make_loader
+        from textdistill.data import Collator, make_loader
 
         self.tokenizer = tokenizer
-        dataset = EncodedDataset(examples, tokenizer, max_length, label_map, regression=regression)
         collator = Collator.for_tokenizer(tokenizer)
 
         def batches(ds: Any) -> list[dict[str, torch.Tensor]]:
@@ -156,6 +187,6 @@ class EvalData:
 
         self.lengths = list(dataset.lengths)
         self.eval_batches = batches(dataset)
-        speed_idx = _seeded_subset(list(range(len(dataset))), speed_examples, seed + 1)
+        speed_idx = seeded_subset(list(range(len(dataset))), speed_examples, seed + 1)
         self.speed_batches = batches(Subset(dataset, speed_idx))
         self.input_ids = [dataset[i]["input_ids"] for i in range(len(dataset))]

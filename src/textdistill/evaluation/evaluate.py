@@ -10,6 +10,18 @@ from textdistill.config.loader import resolve_config
 from textdistill.config.schema import DataConfig
 from textdistill.errors import DataError
 
+_READ_KEYS = (
+    "text_column",
+    "text_pair_column",
+    "label_column",
+    "format",
+    "encoding",
+    "regression",
+    "labels",
+    "skip_bad_rows",
+)
+"""The data options that say how to read the file (the ``data`` section's names)."""
+
 
 def evaluate_dir(
     model_dir: str | Path,
@@ -38,16 +50,12 @@ def evaluate_dir(
         precision: auto | fp32 | bf16.
         announce: print the inferred task line (on stderr: stdout carries the metrics JSON).
     """
-    import torch
-
-    from textdistill.data.collate import Collator
     from textdistill.data.encoding import EncodedDataset
-    from textdistill.data.samplers import make_loader
     from textdistill.data.task_checks import single_class_warning, warn
-    from textdistill.evaluation.metrics import evaluate_model
+    from textdistill.evaluation.eval_data import infer_eval_task, read_labelled
+    from textdistill.evaluation.metrics import command_line_evaluation
     from textdistill.models.io import load_student
     from textdistill.models.teacher import load_tokenizer
-    from textdistill.training.precision import autocast_dtype, resolve_precision
 
     cfg = resolve_config({}, [o.removeprefix("data.") for o in overrides or []], DataConfig)
     # A wrong data path must fail before the weights load (seconds for a real model).
@@ -70,78 +78,25 @@ def evaluate_dir(
         return evaluate_token_file(
             model, tokenizer, str(data), cfg, id2label, batch_size=batch_size, precision=precision
         )
+    read_kw = {key: getattr(cfg, key) for key in _READ_KEYS}
     try:
-        spec, result, label_map = _read(data, cfg, id2label, model_dir)
+        # The model's label map decides the ids; a model whose id2label holds HF placeholders (LABEL_0...)
+        # never named its classes: integer labels in the file are then taken as its ids.
+        spec = infer_eval_task(data, id2label, model_dir, read_kw)
+        examples, label_map = read_labelled(data, id2label=id2label, **read_kw)
     except DataError as e:
         # evaluate takes the data options as bare key=value overrides: name them as the user types them
         raise DataError(_evaluate_keys(str(e))) from None
     if announce:
         print(f"textdistill evaluate: {spec.describe()}", file=sys.stderr)
     regression = spec.regression
-    ds = EncodedDataset(result.examples, tokenizer, cfg.max_length, label_map, regression=regression)
-    loader = make_loader(
-        ds,
-        batch_size,
-        shuffle=False,
-        group_by_length=True,
-        seed=0,
-        collator=Collator.for_tokenizer(tokenizer),
-    )
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
-    metrics, logits = evaluate_model(
-        model,
-        loader,
-        regression=regression,
-        device=device,
-        autocast_dtype=autocast_dtype(resolve_precision(precision, device)),
+    ds = EncodedDataset(examples, tokenizer, cfg.max_length, label_map, regression=regression)
+    metrics, logits = command_line_evaluation(
+        model, ds, tokenizer, batch_size=batch_size, precision=precision, regression=regression
     )
     names = list(label_map.names) if label_map is not None else None
     warn(single_class_warning("the model", logits, regression=regression, class_names=names))
     return metrics
-
-
-def _read(data: str | Path, cfg: DataConfig, id2label: dict[int, str], model_dir: Path) -> tuple:
-    """The task, the examples and the label map of an evaluation file read for a model.
-
-    The model's label map decides the ids. A model whose ``id2label`` holds HF placeholders
-    (``LABEL_0``...) never named its classes: integer labels in the file are then taken as its ids (and
-    ``labels=[...]`` may name them), as :func:`~textdistill.data.labels.resolve_label_map` does for teachers.
-    """
-    from textdistill.data.labels import check_labels, resolve_label_map
-    from textdistill.data.readers import read_examples
-    from textdistill.data.task_inference import eval_task
-
-    spec = eval_task(
-        data,
-        id2label,
-        text_column=cfg.text_column,
-        text_pair_column=cfg.text_pair_column,
-        label_column=cfg.label_column,
-        format=cfg.format,
-        encoding=cfg.encoding,
-        regression=cfg.regression,
-        labels=cfg.labels,
-        names=[str(model_dir)],
-    )
-    result = read_examples(
-        data,
-        format=cfg.format,
-        text_column=spec.text_column,
-        text_pair_column=spec.text_pair_column,
-        label_column=spec.label_column,
-        encoding=cfg.encoding,
-        skip_bad_rows=cfg.skip_bad_rows,
-        regression=spec.regression,
-    )
-    label_map = None
-    if not spec.regression:
-        labels = [str(e.label) for e in result.examples if e.label is not None]
-        label_map = resolve_label_map(labels, cfg.labels, id2label)
-        check_labels(result, label_map)
-    if not result.examples:
-        raise DataError(f"{data}: no examples to evaluate")
-    return spec, result, label_map
 
 
 def _evaluate_keys(message: str) -> str:

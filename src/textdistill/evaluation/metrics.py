@@ -330,3 +330,30 @@ def evaluate_model(
         model.train(was_training)
     metrics = compute_metrics(logits, labels, regression=regression) if labels is not None else {"n": 0}
     return metrics, logits
+
+
+def command_line_evaluation(
+    model: nn.Module,
+    encoded: Any,
+    tokenizer: Any,
+    *,
+    batch_size: int,
+    precision: str,
+    score: Callable[..., tuple[dict[str, float], torch.Tensor]] = evaluate_model,
+    **kwargs: Any,
+) -> tuple[dict[str, float], torch.Tensor]:
+    """``score(model, loader, device=..., autocast_dtype=..., **kwargs)`` as ``textdistill evaluate`` runs it.
+
+    The loader batches the encoded dataset by length in a fixed order; the model moves to CUDA when there is
+    one, and ``precision`` (auto | fp32 | bf16) is resolved for that device.
+    """
+    from textdistill.data.collate import Collator
+    from textdistill.data.samplers import make_loader
+    from textdistill.training.precision import autocast_dtype, resolve_precision
+
+    collator = Collator.for_tokenizer(tokenizer)
+    loader = make_loader(encoded, batch_size, shuffle=False, group_by_length=True, seed=0, collator=collator)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    dtype = autocast_dtype(resolve_precision(precision, device))
+    return score(model, loader, device=device, autocast_dtype=dtype, **kwargs)

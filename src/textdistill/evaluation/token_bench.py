@@ -7,7 +7,6 @@ either kind (entity metrics and word-level logits for token data).
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +14,8 @@ import numpy as np
 import torch
 
 from textdistill.data.labels import LabelMap
+from textdistill.data.samplers import seeded_subset
+from textdistill.evaluation.eval_data import EvalData
 
 
 def read_token_labelled(
@@ -32,24 +33,14 @@ def read_token_labelled(
     Raises:
         DataError: unreadable file or a tag the model cannot output (file and sentence named).
     """
-    from textdistill.data.conll import read_token_file
-    from textdistill.data.token_task import check_tags, normalise_tags
-    from textdistill.evaluation.token_eval import model_scheme
+    from textdistill.evaluation.token_eval import read_for_model
 
-    result = read_token_file(
-        data_path, format="auto" if format in ("auto", "tsv") else format, encoding=encoding
-    )
-    label_map = LabelMap(tuple(id2label[i] for i in range(len(id2label))), source="model")
-    normalise_tags(result, model_scheme(label_map.names))
-    check_tags(result, label_map)
-    examples = list(result.examples)
-    if max_examples is not None and len(examples) > max_examples:
-        keep = sorted(random.Random(seed).sample(range(len(examples)), max_examples))
-        examples = [examples[i] for i in keep]
-    return examples, label_map
+    fmt = "auto" if format in ("auto", "tsv") else format
+    result, label_map = read_for_model(data_path, dict(id2label), format=fmt, encoding=encoding)
+    return seeded_subset(list(result.examples), max_examples, seed), label_map
 
 
-class TokenEvalData:
+class TokenEvalData(EvalData):
     """Tagged sentences as one model sees them (same attributes as ``EvalData``, plus ``dataset``)."""
 
     def __init__(
@@ -64,31 +55,12 @@ class TokenEvalData:
         seed: int,
         **_: Any,
     ):
-        from torch.utils.data import Subset
-
-        from textdistill.data import Collator, make_loader
         from textdistill.data.token_encoding import TokenEncodedDataset
         from textdistill.evaluation.token_eval import model_scheme
 
-        self.tokenizer = tokenizer
         self.dataset = TokenEncodedDataset(examples, tokenizer, max_length, label_map)
         self.dataset.tag_scheme = model_scheme(label_map.names)
-        collator = Collator.for_tokenizer(tokenizer)
-
-        def batches(ds: Any) -> list[dict[str, torch.Tensor]]:
-            return list(
-                make_loader(
-                    ds, batch_size, shuffle=False, group_by_length=False, seed=seed, collator=collator
-                )
-            )
-
-        self.lengths = list(self.dataset.lengths)
-        self.eval_batches = batches(self.dataset)
-        rng = random.Random(seed + 1)
-        idx = list(range(len(self.dataset)))
-        speed_idx = idx if len(idx) <= speed_examples else sorted(rng.sample(idx, speed_examples))
-        self.speed_batches = batches(Subset(self.dataset, speed_idx))
-        self.input_ids = [self.dataset[i]["input_ids"] for i in range(len(self.dataset))]
+        self._batch(self.dataset, tokenizer, batch_size, speed_examples, seed)
 
 
 def evaluate_any(

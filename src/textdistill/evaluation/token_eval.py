@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from textdistill.config.schema import DataConfig
 from textdistill.data.labels import LabelMap
 
@@ -22,6 +20,23 @@ def model_scheme(names: tuple[str, ...] | list[str]) -> str:
     if "M" in prefixes:
         return "bmes"
     return "bioes" if prefixes & {"E", "S"} else "iob2"
+
+
+def read_for_model(data: Any, id2label: dict[int, str], **read_options: Any) -> tuple[Any, LabelMap]:
+    """Read a tagged file (:func:`~textdistill.data.conll.read_token_file` with ``read_options``), re-tag it
+    in the model's scheme and check every tag against the model's; returns the read result and the tags.
+
+    Raises:
+        DataError: unreadable file or a tag the model cannot output (file and sentence named).
+    """
+    from textdistill.data.conll import read_token_file
+    from textdistill.data.token_task import check_tags, normalise_tags
+
+    result = read_token_file(data, **read_options)
+    label_map = LabelMap(tuple(id2label[i] for i in range(len(id2label))), source="model")
+    normalise_tags(result, model_scheme(label_map.names))
+    check_tags(result, label_map)
+    return result, label_map
 
 
 def evaluate_token_file(
@@ -36,45 +51,30 @@ def evaluate_token_file(
     mode: str = "lenient",
 ) -> dict[str, float]:
     """Entity metrics (:mod:`~textdistill.evaluation.seq_metrics`) of ``model`` on the tagged file ``data``."""
-    from textdistill.data.collate import Collator
-    from textdistill.data.conll import read_token_file
-    from textdistill.data.samplers import make_loader
     from textdistill.data.token_encoding import TokenEncodedDataset
-    from textdistill.data.token_task import check_tags, normalise_tags
+    from textdistill.evaluation.metrics import command_line_evaluation
     from textdistill.evaluation.seq_metrics import evaluate_token_model
-    from textdistill.training.precision import autocast_dtype, resolve_precision
 
-    result = read_token_file(
+    result, label_map = read_for_model(
         data,
-        format="auto" if cfg.format == "auto" else cfg.format,
+        id2label,
+        format=cfg.format,
         tag_column=cfg.tag_column,
         tokens_key=cfg.tokens_key,
         tags_key=cfg.tags_key,
         encoding=cfg.encoding,
         skip_bad_rows=cfg.skip_bad_rows,
     )
-    label_map = LabelMap(tuple(id2label[i] for i in range(len(id2label))), source="model")
-    scheme = model_scheme(label_map.names)
-    normalise_tags(result, scheme)
-    check_tags(result, label_map)
     ds = TokenEncodedDataset(result.examples, tokenizer, cfg.max_length, label_map)
-    ds.tag_scheme = scheme
-    loader = make_loader(
-        ds,
-        batch_size,
-        shuffle=False,
-        group_by_length=True,
-        seed=0,
-        collator=Collator.for_tokenizer(tokenizer),
-    )
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
-    metrics, _ = evaluate_token_model(
+    ds.tag_scheme = model_scheme(label_map.names)
+    metrics, _ = command_line_evaluation(
         model,
-        loader,
         ds,
-        device=device,
-        autocast_dtype=autocast_dtype(resolve_precision(precision, device)),
+        tokenizer,
+        batch_size=batch_size,
+        precision=precision,
+        score=evaluate_token_model,
+        dataset=ds,
         mode=mode,
     )
     return metrics

@@ -19,7 +19,6 @@ import inspect
 import json
 import logging
 import os
-import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -548,7 +547,7 @@ def export_dir(
     Returns:
         The :class:`ExportResult`.
     """
-    from textdistill.evaluation.eval_data import EvalData, model_tokenizer
+    from textdistill.evaluation.eval_data import EvalData, infer_eval_task, model_tokenizer, read_labelled
     from textdistill.evaluation.token_bench import TokenEvalData, read_token_labelled
     from textdistill.models.io import load_student
     from textdistill.models.token_heads import is_token_model
@@ -562,9 +561,13 @@ def export_dir(
         examples, label_map = read_token_labelled(
             data_path, id2label=id2label, max_examples=max_examples, **data_options
         )
-    else:
-        examples, label_map, regression = _sentence_examples(
-            data_path, id2label, model_dir, max_examples, data_options, announce
+    else:  # sentence(-pair) data: the task inferred from the file and the model (printed when announce)
+        read_kw = dict(data_options)
+        command = "export" if announce else None
+        spec = infer_eval_task(data_path, id2label or {}, model_dir, read_kw, announce=command)
+        regression = spec.regression
+        examples, label_map = read_labelled(
+            data_path, id2label=id2label, max_examples=max_examples, **read_kw
         )
     data = (TokenEvalData if token else EvalData)(  # type: ignore[operator]
         examples,
@@ -589,45 +592,3 @@ def export_dir(
         threads=threads,
         dev_dataset=getattr(data, "dataset", None),
     )
-
-
-def _sentence_examples(
-    data_path: str | Path,
-    id2label: dict[int, str] | None,
-    model_dir: str | Path,
-    max_examples: int | None,
-    data_options: dict[str, Any],
-    announce: bool,
-) -> tuple[list[Any], Any, bool]:
-    """The labelled sentence(-pair) examples of ``data_path`` with the task inferred from the file and the
-    model (printed when ``announce``): examples, label map, regression."""
-    from textdistill.data.task_inference import eval_task
-    from textdistill.evaluation.eval_data import read_labelled
-
-    data_options = dict(data_options)
-    spec = eval_task(
-        data_path,
-        {int(k): str(v) for k, v in dict(id2label or {}).items()},
-        text_column=data_options.pop("text_column", None),
-        text_pair_column=data_options.pop("text_pair_column", None),
-        label_column=data_options.pop("label_column", None),
-        format=data_options.get("format", "auto"),
-        encoding=data_options.get("encoding", "utf-8"),
-        regression=data_options.pop("regression", None),
-        labels=data_options.get("labels"),
-        names=[str(model_dir)],
-    )
-    if announce:
-        print(f"textdistill export: {spec.describe()}", file=sys.stderr)
-    regression = spec.regression
-    examples, label_map = read_labelled(
-        data_path,
-        id2label=id2label,
-        max_examples=max_examples,
-        text_column=spec.text_column,
-        text_pair_column=spec.text_pair_column,
-        label_column=spec.label_column,
-        regression=regression,
-        **data_options,
-    )
-    return examples, label_map, regression

@@ -201,6 +201,7 @@ class _TokenDivergence(LossTerm):
     """Shared shape of the LM terms: pick positions, build distributions, apply :meth:`divergence`."""
 
     needs = frozenset({LOGITS})
+    PARAMS: dict[str, Param] = {"temperature": _TEMPERATURE, "scale_t2": _SCALE_T2}
 
     @classmethod
     def extra_problems(
@@ -260,7 +261,6 @@ class LMForwardKL(_TokenDivergence):
     covering). Shapes: logits ``(B, L, V)``, labels ``(B, L)``."""
 
     name = "lm_kl"
-    PARAMS = {"temperature": _TEMPERATURE, "scale_t2": _SCALE_T2}
 
     def divergence(self, log_p, log_q):
         return kl(log_p, log_q)
@@ -271,7 +271,6 @@ class LMReverseKL(_TokenDivergence):
     """Reverse KL per token, ``KL(q || p)`` (MiniLLM, Gu et al. 2024; mode seeking)."""
 
     name = "lm_reverse_kl"
-    PARAMS = {"temperature": _TEMPERATURE, "scale_t2": _SCALE_T2}
 
     def divergence(self, log_p, log_q):
         return kl(log_q, log_p)
@@ -283,11 +282,7 @@ class LMJSD(_TokenDivergence):
     ``beta = 1`` reverse KL, ``0.5`` the symmetric JSD; TRL's default is 0.5."""
 
     name = "lm_jsd"
-    PARAMS = {
-        "temperature": _TEMPERATURE,
-        "scale_t2": _SCALE_T2,
-        "beta": _unit(0.5, "weight of the teacher in the mixture, 0..1"),
-    }
+    PARAMS = {**_TokenDivergence.PARAMS, "beta": _unit(0.5, "weight of the teacher in the mixture, 0..1")}
 
     @classmethod
     def extra_problems(cls, params, teacher_info, student_info, layer_map, key):
@@ -305,8 +300,7 @@ class LMSkewKL(_TokenDivergence):
 
     name = "lm_skew_kl"
     PARAMS = {
-        "temperature": _TEMPERATURE,
-        "scale_t2": _SCALE_T2,
+        **_TokenDivergence.PARAMS,
         "alpha": _unit(0.1, "skew: weight of the teacher mixed into the student, 0..1 (0 = forward KL)"),
     }
 
@@ -336,7 +330,6 @@ class LMTVD(_TokenDivergence):
     """Total variation distance per token, ``0.5 sum_v |p_v - q_v|`` (bounded in [0, 1])."""
 
     name = "lm_tvd"
-    PARAMS = {"temperature": _TEMPERATURE, "scale_t2": _SCALE_T2}
 
     def divergence(self, log_p, log_q):
         return tvd(log_p, log_q)

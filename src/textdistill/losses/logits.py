@@ -7,6 +7,7 @@ Notation: ``z_S, z_T`` are ``(B, C)`` student / teacher logits, ``tau`` the temp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -21,16 +22,31 @@ _TEMPERATURE = Param(
 )
 
 
-def _soft_logs(term: LossTerm, student: ModelOutputs, teacher: ModelOutputs, progress: float):
-    """``(tau, log p_S^tau, log p_T^tau)`` at the term's current temperature."""
-    tau = term.value("temperature", progress)
-    log_ps = F.log_softmax(as_float(student.logits, "student") / tau, dim=-1)
-    log_pt = F.log_softmax(as_float(teacher.logits, "teacher") / tau, dim=-1)
-    return tau, log_ps, log_pt
+class _SoftTargets(LossTerm):
+    """A term on the teacher's and student's class distributions at temperature ``tau``: ``soft_loss`` of
+    ``log p_S^tau, log p_T^tau``, times ``tau^2`` with ``scale_t2``; token logits go to ``token_loss``."""
+
+    needs = frozenset({LOGITS})
+    needs_classification = True
+    compares_logits = True
+    token_loss: Callable[..., torch.Tensor]
+
+    def soft_loss(self, log_ps: torch.Tensor, log_pt: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def compute(
+        self, student: ModelOutputs, teacher: ModelOutputs, batch: dict, progress: float
+    ) -> torch.Tensor:
+        s, t = as_float(student.logits, "student"), as_float(teacher.logits, "teacher")
+        tau = self.value("temperature", progress)
+        if s.dim() == 3:  # token classification: per labelled position (losses/token.py)
+            return type(self).token_loss(s, t, batch, tau, self.params["scale_t2"])
+        loss = self.soft_loss(F.log_softmax(s / tau, dim=-1), F.log_softmax(t / tau, dim=-1))
+        return loss * tau**2 if self.params["scale_t2"] else loss
 
 
 @register_term
-class KDKL(LossTerm):
+class KDKL(_SoftTargets):
     """Hinton et al. 2015, "Distilling the Knowledge in a Neural Network".
 
     ``loss = tau^2 * (1/B) * sum_b sum_c p_T^tau[b, c] * (log p_T^tau[b, c] - log p_S^tau[b, c])``
@@ -41,25 +57,15 @@ class KDKL(LossTerm):
     """
 
     name = "kd_kl"
-    needs = frozenset({LOGITS})
-    needs_classification = True
-    compares_logits = True
     PARAMS = {"temperature": _TEMPERATURE, "scale_t2": Param(True, "multiply by tau^2 (Hinton)", kind="bool")}
+    token_loss = token.token_kd_kl
 
-    def compute(
-        self, student: ModelOutputs, teacher: ModelOutputs, batch: dict, progress: float
-    ) -> torch.Tensor:
-        if student.logits.dim() == 3:  # token classification: per labelled position (losses/token.py)
-            s, t = as_float(student.logits, "student"), as_float(teacher.logits, "teacher")
-            tau = self.value("temperature", progress)
-            return token.token_kd_kl(s, t, batch, tau, self.params["scale_t2"])
-        tau, log_ps, log_pt = _soft_logs(self, student, teacher, progress)
-        loss = F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True)
-        return loss * tau**2 if self.params["scale_t2"] else loss
+    def soft_loss(self, log_ps: torch.Tensor, log_pt: torch.Tensor) -> torch.Tensor:
+        return F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True)
 
 
 @register_term
-class KDSoftCE(LossTerm):
+class KDSoftCE(_SoftTargets):
     """Soft cross-entropy: TinyBERT's prediction-layer loss as the paper writes it (Jiao et al. 2020, Eq. 10).
 
     ``loss = (1/B) * sum_b sum_c -p_T^tau[b, c] * log p_S^tau[b, c]``: summed over the ``C`` classes,
@@ -77,24 +83,14 @@ class KDSoftCE(LossTerm):
     """
 
     name = "kd_soft_ce"
-    needs = frozenset({LOGITS})
-    needs_classification = True
-    compares_logits = True
     PARAMS = {
         "temperature": _TEMPERATURE,
         "scale_t2": Param(False, "multiply by tau^2 (TinyBERT does not)", kind="bool"),
     }
+    token_loss = token.token_kd_soft_ce
 
-    def compute(
-        self, student: ModelOutputs, teacher: ModelOutputs, batch: dict, progress: float
-    ) -> torch.Tensor:
-        if student.logits.dim() == 3:  # token classification: per labelled position (losses/token.py)
-            s, t = as_float(student.logits, "student"), as_float(teacher.logits, "teacher")
-            tau = self.value("temperature", progress)
-            return token.token_kd_soft_ce(s, t, batch, tau, self.params["scale_t2"])
-        tau, log_ps, log_pt = _soft_logs(self, student, teacher, progress)
-        loss = -(log_pt.exp() * log_ps).sum(-1).mean()
-        return loss * tau**2 if self.params["scale_t2"] else loss
+    def soft_loss(self, log_ps: torch.Tensor, log_pt: torch.Tensor) -> torch.Tensor:
+        return -(log_pt.exp() * log_ps).sum(-1).mean()
 
 
 @register_term

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from textdistill.errors import ModelError
+from textdistill.models.hf import HFWrapper, info_from_config
 from textdistill.models.outputs import HIDDEN_STATES, LOGITS, FeatureRequest, ModelInfo, ModelOutputs
 
 CROSS_TOKENIZER_HINT = (
@@ -31,34 +33,16 @@ CROSS_TOKENIZER_HINT = (
 
 def causal_lm_info(config: object) -> ModelInfo:
     """Static :class:`ModelInfo` of a causal LM from its config (``num_labels`` is the vocabulary size)."""
-    return ModelInfo(
-        kind="causal_lm",
-        model_type=str(config.model_type),
-        num_layers=int(config.num_hidden_layers),
-        hidden_size=int(config.hidden_size),
-        num_heads=int(config.num_attention_heads),
-        vocab_size=int(config.vocab_size),
-        num_labels=int(config.vocab_size),
-        capabilities=frozenset({LOGITS, HIDDEN_STATES}),
-    )
+    info = info_from_config(config, num_labels=int(config.vocab_size))
+    return replace(info, kind="causal_lm", capabilities=frozenset({LOGITS, HIDDEN_STATES}))
 
 
-class HFCausalLM(nn.Module):
+class HFCausalLM(HFWrapper):
     """Wraps an ``AutoModelForCausalLM`` model behind the :class:`ModelOutputs` contract.
 
     Args:
         model: the transformers model; kept as ``.model`` (saved as is).
     """
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.train(model.training)
-
-    @property
-    def config(self):
-        """The transformers config of the wrapped model."""
-        return self.model.config
 
     @property
     def info(self) -> ModelInfo:

@@ -54,7 +54,21 @@ def info_from_config(config: object, num_labels: int | None = None) -> ModelInfo
     )
 
 
-class HFClassifier(nn.Module):
+class HFWrapper(nn.Module):
+    """A transformers model behind the :class:`ModelOutputs` contract, kept as ``.model`` (saved as is)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.train(model.training)  # a fresh nn.Module is in train mode; mirror the wrapped model instead
+
+    @property
+    def config(self):
+        """The transformers config of the wrapped model."""
+        return self.model.config
+
+
+class HFClassifier(HFWrapper):
     """Wraps an ``AutoModelForSequenceClassification`` model (BERT, RoBERTa, XLM-R, ELECTRA, ERNIE, DistilBERT).
 
     Hidden states are requested from HF (``output_hidden_states``) only when asked for; attention
@@ -67,17 +81,10 @@ class HFClassifier(nn.Module):
     """
 
     def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         # DistilBERT has no segment embeddings and its forward takes no token_type_ids: drop them there.
         self._takes_token_type_ids = "token_type_ids" in inspect.signature(model.forward).parameters
         self._capture: QKVCapture | None = None
-        self.train(model.training)  # a fresh nn.Module is in train mode; mirror the wrapped model instead
-
-    @property
-    def config(self):
-        """The transformers config of the wrapped model."""
-        return self.model.config
 
     @property
     def info(self) -> ModelInfo:

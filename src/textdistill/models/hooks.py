@@ -221,17 +221,6 @@ def probs_from_scores(scores: torch.Tensor, attention_mask: torch.Tensor | None)
     return (scores + additive).softmax(dim=-1)
 
 
-def attention_from_qk(
-    query: torch.Tensor, key: torch.Tensor, num_heads: int, attention_mask: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pre-softmax scores and attention probabilities from Q/K projections.
-
-    :func:`scores_from_qk` and :func:`probs_from_scores` of them; each ``(B, num_heads, L, L)`` float32.
-    """
-    scores = scores_from_qk(query, key, num_heads)
-    return scores, probs_from_scores(scores, attention_mask)
-
-
 @dataclass
 class CapturedFeatures:
     """What one hooked forward pass produced (layer -> tensor dicts, or None when not requested)."""

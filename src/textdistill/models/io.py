@@ -79,7 +79,7 @@ def save_model(
             hf.save_pretrained(str(tmp))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -93,9 +93,10 @@ def _dir_mode() -> int:
     return 0o777 & ~mask
 
 
-def _replace_dir(src: Path, dst: Path) -> None:
+def replace_dir(src: Path, dst: Path) -> None:
+    """Rename directory ``src`` onto ``dst``; an existing ``dst`` is moved aside first (a crash between the
+    two renames still leaves a complete directory) and removed once the new one is in place."""
     if dst.exists():
-        # Two renames: the old model is moved aside first, then removed once the new one is in place.
         old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
         os.replace(dst, old)
         os.replace(src, dst)

@@ -458,19 +458,21 @@ def validate_student(cfg: StudentConfig, teacher_info: ModelInfo) -> list[str]:
     return _unused_options(cfg) + problems + STUDENTS.get(cfg.type).validate(cfg, teacher_info)
 
 
-def student_info(cfg: StudentConfig, teacher_info: ModelInfo, num_labels: int) -> ModelInfo:
-    """The student's :class:`ModelInfo` from configs only; raises ConfigError listing every problem."""
+def _checked_builder(cfg: StudentConfig, teacher_info: ModelInfo) -> StudentBuilder:
+    """The builder of ``cfg.type``; raises ConfigError listing every problem with the options."""
     problems = validate_student(cfg, teacher_info)
     if problems:
         raise ConfigError(problems)
-    return STUDENTS.get(cfg.type).info(cfg, teacher_info, num_labels)
+    return STUDENTS.get(cfg.type)
+
+
+def student_info(cfg: StudentConfig, teacher_info: ModelInfo, num_labels: int) -> ModelInfo:
+    """The student's :class:`ModelInfo` from configs only; raises ConfigError listing every problem."""
+    return _checked_builder(cfg, teacher_info).info(cfg, teacher_info, num_labels)
 
 
 def build_student(
     cfg: StudentConfig, teacher: HFClassifier, num_labels: int, id2label: dict[int, str] | None = None
 ) -> nn.Module:
     """Validate the options and build the student (train mode, gradients on)."""
-    problems = validate_student(cfg, teacher.info)
-    if problems:
-        raise ConfigError(problems)
-    return STUDENTS.get(cfg.type).build(cfg, teacher, num_labels, id2label)
+    return _checked_builder(cfg, teacher.info).build(cfg, teacher, num_labels, id2label)

@@ -12,13 +12,13 @@ it needs torch).
 """
 
 from textdistill.pipeline.fingerprint import dir_fingerprint, file_fingerprint, stage_fingerprint
-from textdistill.pipeline.recipe import (
+from textdistill.pipeline.recipe import resolve_pipeline
+from textdistill.pipeline.recipe_format import (
     Recipe,
     ResolvedPipeline,
     ResolvedStage,
     load_recipe,
     recipe_from_dict,
-    resolve_pipeline,
     split_arguments,
 )
 from textdistill.pipeline.runner import PipelineResult, StageResult, plan_pipeline, read_state, run_pipeline

@@ -44,7 +44,7 @@ def register(subparsers: Any) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``textdistill run``: resolve, validate everything, run; prints a JSON summary."""
-    from textdistill.pipeline.recipe import split_arguments
+    from textdistill.pipeline.recipe_format import split_arguments
     from textdistill.pipeline.runner import run_pipeline
 
     params, overrides = split_arguments(list(args.arguments or []))
@@ -68,7 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_recipes(args: argparse.Namespace) -> int:
     """``textdistill recipes [NAME] [--yaml]``."""
-    from textdistill.pipeline.recipe import load_recipe
+    from textdistill.pipeline.recipe_format import load_recipe
     from textdistill.recipes import recipe_names, recipe_path
 
     if args.name is None:

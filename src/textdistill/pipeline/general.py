@@ -165,7 +165,7 @@ def validate_general(cfg: Config) -> tuple[ModelInfo | None, ModelInfo | None]:
     from textdistill.config.validate import train_value_problems
     from textdistill.data.corpus import corpus_files, iter_plain_text
     from textdistill.losses.objective import validate_objective
-    from textdistill.models.students import student_info, validate_student
+    from textdistill.models.students import student_info
     from textdistill.models.teacher import model_info
 
     problems = train_value_problems(cfg)
@@ -214,13 +214,10 @@ def validate_general(cfg: Config) -> tuple[ModelInfo | None, ModelInfo | None]:
         except TextDistillError as e:
             problems.append(f"teacher.path: {e}")
     if teacher_info is not None:
-        student_problems = validate_student(cfg.student, teacher_info)
-        problems.extend(student_problems)
-        if not student_problems:
-            try:
-                s_info = student_info(cfg.student, teacher_info, teacher_info.num_labels)
-            except TextDistillError as e:
-                problems.extend(getattr(e, "problems", [str(e)]))
+        try:  # every problem with the student options at once
+            s_info = student_info(cfg.student, teacher_info, teacher_info.num_labels)
+        except TextDistillError as e:
+            problems.extend(getattr(e, "problems", [str(e)]))
     if s_info is not None:
         kept = [t for t in cfg.objective if getattr(t, "name", None) not in banned]
         if kept or not cfg.objective:

@@ -58,23 +58,12 @@ from textdistill.errors import ConfigError, TextDistillError
 from textdistill.pipeline.recipe_format import (
     COLLAPSE_PRONE_TERMS,
     COSMETIC_KEYS,
-    MODES,
-    PARAM_KEYS,
-    RECIPE_KEYS,
-    SECTIONS,
-    SHAPE_KEYS,
-    STAGE_KEYS,
-    WARM_START_KEYS,
-    ParamSpec,
     Recipe,
     ResolvedPipeline,
     ResolvedStage,
     StageSpec,
     _did_you_mean,
     apply_recipe_overrides,
-    load_recipe,
-    recipe_from_dict,
-    split_arguments,
 )
 from textdistill.pipeline.references import (
     _check_references,
@@ -84,36 +73,13 @@ from textdistill.pipeline.references import (
     _stage_ref,
     _substitute,
 )
-from textdistill.pipeline.stand_ins import _Validator, predict_output_config
+from textdistill.pipeline.stand_ins import _Validator
 from textdistill.pipeline.warm_start import _warm_start
 
 if TYPE_CHECKING:
-    from textdistill.data.augment.config import AugmentConfig
+    from textdistill.config.augment import AugmentConfig
 
-__all__ = [
-    "COLLAPSE_PRONE_TERMS",
-    "COSMETIC_KEYS",
-    "MODES",
-    "PARAM_KEYS",
-    "RECIPE_KEYS",
-    "SECTIONS",
-    "SHAPE_KEYS",
-    "STAGE_KEYS",
-    "WARM_START_KEYS",
-    "ParamSpec",
-    "Recipe",
-    "ResolvedPipeline",
-    "ResolvedStage",
-    "StageSpec",
-    "apply_recipe_overrides",
-    "augmented_rows_supported",
-    "canonical_config",
-    "load_recipe",
-    "predict_output_config",
-    "recipe_from_dict",
-    "resolve_pipeline",
-    "split_arguments",
-]
+__all__ = ["apply_recipe_overrides", "augmented_rows_supported", "canonical_config", "resolve_pipeline"]
 
 
 def resolve_pipeline(
@@ -122,8 +88,8 @@ def resolve_pipeline(
     """Resolve ``recipe`` for ``params`` and validate every stage, before anything trains.
 
     Args:
-        recipe: the recipe (see :func:`load_recipe`).
-        params: parameter values (see :func:`split_arguments`).
+        recipe: the recipe (see :func:`~textdistill.pipeline.recipe_format.load_recipe`).
+        params: parameter values (see :func:`~textdistill.pipeline.recipe_format.split_arguments`).
         output_dir: the pipeline directory; stage ``s`` writes ``<output_dir>/<s>``.
         from_stage: the stage a forced restart begins at (must exist and be enabled).
 
@@ -289,7 +255,7 @@ def canonical_config(cfg: Config, outputs: dict[str, str]) -> dict[str, Any]:
 def _augment_config(where: str, mode: str, raw: Any, problems: list[str]) -> AugmentConfig | None:
     if raw is None:
         return None
-    from textdistill.data.augment.config import AugmentConfig
+    from textdistill.config.augment import AugmentConfig
 
     if mode == "general":
         problems.append(

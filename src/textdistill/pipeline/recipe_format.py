@@ -17,7 +17,7 @@ from textdistill.config.schema import Config
 from textdistill.errors import ConfigError
 
 if TYPE_CHECKING:
-    from textdistill.data.augment.config import AugmentConfig
+    from textdistill.config.augment import AugmentConfig
 
 MODES = ("finetune", "distill", "general", "generate")
 SECTIONS = ("teacher", "student", "data", "objective", "train", "lm")

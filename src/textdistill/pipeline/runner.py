@@ -35,7 +35,8 @@ from textdistill.config.loader import to_dict
 from textdistill.config.schema import Config
 from textdistill.errors import ConfigError
 from textdistill.pipeline.fingerprint import sha256_json, stage_fingerprint
-from textdistill.pipeline.recipe import Recipe, ResolvedPipeline, ResolvedStage, load_recipe, resolve_pipeline
+from textdistill.pipeline.recipe import resolve_pipeline
+from textdistill.pipeline.recipe_format import Recipe, ResolvedPipeline, ResolvedStage, load_recipe
 
 PIPELINE_FILE = "pipeline.json"
 STATE_VERSION = 1
@@ -288,20 +289,10 @@ def run_pipeline(
     results: list[StageResult] = []
     for step in steps:
         stage = step.stage
-        if step.action not in ("run", "resume"):
-            status = {"skip": "skipped", "reuse": "reused", "disabled": "disabled"}[step.action]
-            rec = records.get(stage.name, {})
-            results.append(
-                StageResult(
-                    stage.name,
-                    status,
-                    step.reason,
-                    step.fingerprint,
-                    stage.run_dir,
-                    stage.model_dir,
-                    dict(rec.get("metrics") or {}) if status != "disabled" else {},
-                )
-            )
+        if step.action not in ("run", "resume"):  # skipped, reused or disabled: its recorded metrics
+            results.append(_planned(step))
+            if step.action != "disabled":
+                results[-1].metrics = dict(records.get(stage.name, {}).get("metrics") or {})
             continue
         metrics = _run_stage(out, stage, step, records, state, quiet)
         results.append(
@@ -322,7 +313,7 @@ _DRY_RUN_STATUS = {
 
 
 def _planned(step: _Step) -> StageResult:
-    """What a dry run reports for a planned step (nothing runs)."""
+    """What a dry run reports for a planned step (nothing runs); a real run, for a step that does not run."""
     status = _DRY_RUN_STATUS[step.action]
     return StageResult(
         step.stage.name, status, step.reason, step.fingerprint, step.stage.run_dir, step.stage.model_dir

@@ -36,7 +36,6 @@ import re
 import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ import torch
 import yaml
 
 from textdistill.errors import ConfigError, RunDirError, pickle_refusal
+from textdistill.models.io import replace_dir
 from textdistill.training.distiller import Callback, Distiller, TrainState, all_gather_objects
 from textdistill.training.faults import free_space, make_private_dir_public, os_error_in
 
@@ -408,7 +408,8 @@ def _write_checkpoint(
         manifest = {"format": _FORMAT, "version": _VERSION, "step": step, "files": files}
         _text_save(json.dumps(manifest, indent=2) + "\n", tmp / MANIFEST)
         _fsync_path(tmp)
-        _publish(tmp, final)
+        # Re-saving a step (a resumed run replaying past a checkpoint that was found corrupt) replaces it.
+        replace_dir(tmp, final)
         tmp = None
         _fsync_path(root)
     except (OSError, RuntimeError) as e:
@@ -438,18 +439,6 @@ def _write_checkpoint(
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _publish(tmp: Path, final: Path) -> None:
-    if final.exists():
-        # Re-saving a step (a resumed run replaying past a checkpoint that was found corrupt): move the old
-        # directory aside first so that a crash between the two renames still leaves a complete one.
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
 
 
 def _prune(root: Path, *, keep: int, newest: int) -> None:

@@ -29,6 +29,7 @@ from textdistill.errors import ConfigError
 from textdistill.losses import LOSSES
 from textdistill.models.outputs import ModelInfo
 from textdistill.training.lm_on_policy import on_policy_problems
+from textdistill.training.teacher_cache.source import default_cache_root
 
 LM_STUDENT_TYPES = ("pretrained", "truncate", "shrink")
 # Hidden-state terms that work between decoders (hooks-free: HF's output_hidden_states; learned projections
@@ -207,19 +208,11 @@ def _build_student(cfg: Config, teacher_model: Any, teacher_info: ModelInfo) -> 
 def _stores(cfg: Config, rows: dict[str, list], teacher_id: str) -> dict[str, Any]:
     from textdistill.training.teacher_cache.lm_topk import find_lm_topk_store
 
-    root = _store_root(cfg)
+    root = default_cache_root(cfg)
     return {
         split: find_lm_topk_store(root / f"lm-topk-{split}", teacher_id, r, cfg.teacher.store_topk)
         for split, r in rows.items()
     }
-
-
-def _store_root(cfg: Config) -> Path:
-    return (
-        Path(cfg.teacher.cache_dir)
-        if cfg.teacher.cache_dir
-        else Path(cfg.output_dir).parent / ".textdistill-cache"
-    )
 
 
 def _loader(rows: list[dict], collate: Any, batch_size: int, seed: int):
@@ -284,7 +277,7 @@ def _set_up(cfg: Config, config: Any) -> _LMRun:
     if not run.warm or cfg.student.type != "pretrained":
         run.teacher = run.load_teacher()
     if run.use_store and not run.warm:
-        root = _store_root(cfg)
+        root = default_cache_root(cfg)
         for split, r in rows.items():
             run.stores[split] = run.stores[split] or build_lm_topk_store(
                 run.teacher, r, root / f"lm-topk-{split}", cfg.teacher.store_topk, collate=collate,

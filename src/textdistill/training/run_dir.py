@@ -158,15 +158,6 @@ def find_resume_point(cfg: Config, mode: str) -> Checkpoint | None:
     return ckpt
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def record_interruption(
     distiller: Distiller,
     saver: CheckpointSaver | None,

@@ -35,9 +35,15 @@ from torch import nn
 from textdistill.config.loader import dump_yaml
 from textdistill.config.schema import Config, LossTermConfig
 from textdistill.config.validate import Validated, validate_config
-from textdistill.data.task_inference import TaskSpec
+from textdistill.data.task_inference import TaskSpec, resolve_task
 from textdistill.errors import ConfigError, DataError
-from textdistill.training.callbacks import BestModelSaver, MetricsLogger, ProgressBar, write_json_atomic
+from textdistill.training.callbacks import (
+    BestModelSaver,
+    MetricsLogger,
+    ProgressBar,
+    write_json_atomic,
+    write_text_atomic,
+)
 from textdistill.training.checkpoint import Checkpoint, CheckpointSaver, preserved_rng, restore_checkpoint
 from textdistill.training.distiller import Callback, Distiller, TeacherSource, TrainState
 from textdistill.training.launch import free_port, launch_command, launch_processes  # noqa: F401
@@ -50,7 +56,6 @@ from textdistill.training.run_dir import (
     record_interruption,
     resume_command,
     write_run_report,
-    write_text_atomic,
 )
 from textdistill.training.run_guard import record_run_json, run_guard
 from textdistill.training.sharded_eval import evaluate_sharded
@@ -60,7 +65,6 @@ from textdistill.training.task_hooks import (
     TEACHER_ADVICE,
     check_coverage,
     check_model,
-    start_task,
     update_labels,
 )
 from textdistill.training.teacher_cache import teacher_dev_evaluation
@@ -149,7 +153,7 @@ def _resolve(cfg: Config, mode: str, *, quiet: bool, resume: bool) -> _Run:
     started = time.time()
     if mode == "finetune" and [t.name for t in cfg.objective] == ["kd_kl"]:
         cfg = replace(cfg, objective=[LossTermConfig(name="hard_ce")])  # the default objective is for KD
-    cfg, spec = start_task(cfg, mode)  # columns, kind, metric, logit term, lr: inferred where unset
+    cfg, spec = resolve_task(cfg, mode)  # columns, kind, metric, logit term, lr: inferred where unset
     if cfg.train.keep_checkpoints < 0:
         raise ConfigError(
             f"train.keep_checkpoints: must be >= 0 (0 writes no checkpoint), got {cfg.train.keep_checkpoints}"
@@ -477,10 +481,22 @@ def _check_teacher(run: _Run, data: _Data, models: _Models, out: _Out, loop: _Lo
     teacher = models.teacher
     if teacher is None or run.spec is None:
         return
-    t_dev = data.xtok.teacher_dev(data.dev) if data.xtok is not None else data.dev  # the teacher's tokens
+    loop.teacher_dev = _teacher_dev(run, data, teacher, loop)
+    metrics, logits = loop.teacher_dev
+    warnings = check_model(
+        "the teacher", metrics, logits, data.task, run.spec, TEACHER_ADVICE, quiet=run.quiet
+    )
+    out.record(run.main, warnings=warnings)
+
+
+def _teacher_dev(
+    run: _Run, data: _Data, teacher: nn.Module, loop: _Loop
+) -> tuple[dict[str, float], torch.Tensor]:
+    """The teacher's dev metrics and logits, on the teacher's own tokens (from its cache when it holds them)."""
+    t_dev = data.xtok.teacher_dev(data.dev)
     # Only a cold cache runs the teacher here: the RNG must not move, or cold and warm runs would differ.
     with preserved_rng():
-        loop.teacher_dev = teacher_dev_evaluation(
+        return teacher_dev_evaluation(
             run.cfg,
             teacher,
             t_dev,
@@ -489,11 +505,6 @@ def _check_teacher(run: _Run, data: _Data, models: _Models, out: _Out, loop: _Lo
             world=loop.world,
             quiet=run.quiet,
         )
-    metrics, logits = loop.teacher_dev
-    warnings = check_model(
-        "the teacher", metrics, logits, data.task, run.spec, TEACHER_ADVICE, quiet=run.quiet
-    )
-    out.record(run.main, warnings=warnings)
 
 
 def _make_distiller(
@@ -649,26 +660,12 @@ def _final_results(
         )
         out.run_json.setdefault("warnings", []).extend(found)
     teacher = models.teacher
-    if teacher is not None and loop.teacher_dev is not None:
-        teacher_dev, teacher_dev_logits = loop.teacher_dev
-        results["teacher_dev"] = teacher_dev
+    if teacher is not None:
         from textdistill.evaluation.metrics import agreement
 
-        results["dev_agreement_with_teacher"] = agreement(student_dev_logits, teacher_dev_logits)
-    elif teacher is not None:
-        t_dev = data.xtok.teacher_dev(data.dev)
-        teacher_dev, teacher_dev_logits = teacher_dev_evaluation(
-            run.cfg,
-            teacher,
-            t_dev,
-            loop.precision,
-            lambda: loop.evaluate(teacher, t_dev),
-            world=loop.world,
-            quiet=run.quiet,
-        )
-        results["teacher_dev"] = teacher_dev
-        from textdistill.evaluation.metrics import agreement
-
+        if loop.teacher_dev is None:  # not scored before training (no task spec)
+            loop.teacher_dev = _teacher_dev(run, data, teacher, loop)
+        results["teacher_dev"], teacher_dev_logits = loop.teacher_dev
         results["dev_agreement_with_teacher"] = agreement(student_dev_logits, teacher_dev_logits)
     if data.test is not None and any(_labelled(e) for e in data.task.test):
         if best_model is None:

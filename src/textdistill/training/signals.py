@@ -66,24 +66,35 @@ def graceful_stop(
         quiet: do not print the notice on the first signal.
         resume_hint: the command that resumes the run, printed when a second signal exits at once.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
 
-    def handler(signum: int, frame: object) -> None:
+    def first(signum: int) -> None:
         name = signal_name(signum)
-        if received:
-            # os._exit skips every cleanup on purpose: the user asked to stop now. Every file a resume
-            # reads is written atomically, so the last complete checkpoint stays usable.
-            _exit_now(signum, resume_hint)
-        received.append(signum)
         if not quiet:
             _write(
                 f"\ntextdistill: {name} received: finishing the current step and saving a checkpoint "
                 f"(send {name} again to exit at once)\n"
             )
         on_signal(signum)
+
+    with _on_signals(first, signals, resume_hint):
+        yield
+
+
+@contextmanager
+def _on_signals(first: Callable[[int], None], signals: tuple[int, ...], resume_hint: str) -> Iterator[None]:
+    """The first of ``signals`` calls ``first(signum)``, a second exits at once (as :func:`graceful_stop`)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if received:
+            # os._exit skips every cleanup on purpose: the user asked to stop now. Every file a resume
+            # reads is written atomically, so the last complete checkpoint stays usable.
+            _exit_now(signum, resume_hint)
+        received.append(signum)
+        first(signum)
 
     previous = {}
     try:
@@ -112,25 +123,12 @@ def interrupt_outside_loop(resume_hint: str = "", signals: tuple[int, ...] = STO
     resume command; everything a resume reads is written atomically, so stopping anywhere is safe. The
     loop's :func:`graceful_stop` replaces these handlers while it runs. A second signal exits at once.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
 
-    def handler(signum: int, frame: object) -> None:
-        if received:
-            _exit_now(signum, resume_hint)
-        received.append(signum)
+    def first(signum: int) -> None:
         raise TrainingInterrupted(signum, f"stopped by {signal_name(signum)}")
 
-    previous = {}
-    try:
-        for s in signals:
-            previous[s] = signal.signal(s, handler)
+    with _on_signals(first, signals, resume_hint):
         yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def _write(text: str) -> None:

@@ -1,7 +1,7 @@
-"""The task-inference and task-check steps of a run, as short hooks for ``run_training``.
+"""The task-check steps of a run, as short hooks for ``run_training``.
 
-Kept out of ``runner.py`` so the run's phases stay readable: each function is one step (infer and print
-the task; measure vocabulary coverage; check the teacher against the majority baseline before training;
+Kept out of ``runner.py`` so the run's phases stay readable: each function is one step (the class names the
+data resolved; measure vocabulary coverage; check the teacher against the majority baseline before training;
 check the final model's predictions), and each prints its warning with numbers (see
 :mod:`textdistill.data.task_checks`).
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from textdistill.config.schema import Config
 from textdistill.data.task_checks import (
     baseline_warning,
     coverage_warning,
@@ -19,7 +18,7 @@ from textdistill.data.task_checks import (
     vocabulary_coverage,
     warn,
 )
-from textdistill.data.task_inference import TaskSpec, resolve_task
+from textdistill.data.task_inference import TaskSpec
 
 FINETUNE_ADVICE = (
     "Fine-tuning has not left the majority class: train longer (train.epochs), try train.lr=1e-4 or 2e-5, or "
@@ -29,11 +28,6 @@ TEACHER_ADVICE = (
     "A student distilled from it learns nothing useful: fine-tune the teacher longer or with another lr "
     "(textdistill finetune ... train.epochs=5), or check that it was trained on this task and label order."
 )
-
-
-def start_task(cfg: Config, mode: str) -> tuple[Config, TaskSpec]:
-    """Infer the task (columns, kind, metric, logit term, lr) and fill the config's unset settings."""
-    return resolve_task(cfg, mode)
 
 
 def update_labels(spec: TaskSpec, label_map: Any) -> TaskSpec:

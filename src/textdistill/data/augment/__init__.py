@@ -9,9 +9,9 @@ Example:
     >>> augment_to_file("train.tsv", "train_aug.tsv", cfg)  # doctest: +SKIP
 """
 
+from textdistill.config.augment import AugmentConfig
 from textdistill.data.augment import tang, tinybert  # noqa: F401 - importing registers the methods
 from textdistill.data.augment.cli import add_augment_parser, augment_cli, main
-from textdistill.data.augment.config import AugmentConfig
 from textdistill.data.augment.core import ExampleLike, augment_examples
 from textdistill.data.augment.files import (
     AugmentResult,

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any
 
-from textdistill.data.augment.config import AugmentConfig
+from textdistill.config.augment import AugmentConfig
 from textdistill.errors import TextDistillError
 
 _DEFAULTS = AugmentConfig()
@@ -21,6 +22,12 @@ _DESCRIPTION = (
     "/ n-gram rules). New rows have an empty label (the teacher labels them) and is_original=false. The "
     "output is reused while its fingerprint matches."
 )
+
+
+def _number(group: Any, flag: str, help: str) -> None:
+    """``--flag`` for the numeric :class:`AugmentConfig` field of that name: its type and default (shown)."""
+    default = getattr(_DEFAULTS, flag.lstrip("-").replace("-", "_"))
+    group.add_argument(flag, type=type(default), default=default, help=f"{help} (default: {default})")
 
 
 def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -42,10 +49,8 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
     m = parser.add_argument_group("method")
     m.add_argument("--method", default="tinybert", help="tinybert | tang | none (default: tinybert)")
-    m.add_argument(
-        "--n-aug", type=int, default=d.n_aug, help=f"new examples per input, N_a (default: {d.n_aug})"
-    )
-    m.add_argument("--seed", type=int, default=d.seed, help=f"sampling seed (default: {d.seed})")
+    _number(m, "--n-aug", "new examples per input, N_a")
+    _number(m, "--seed", "sampling seed")
     m.add_argument("--cache-dir", default=d.cache_dir, help="where outputs go when --out is not given")
 
     t = parser.add_argument_group("tinybert")
@@ -62,31 +67,15 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "embeddings are the word-vector substitute",
     )
     t.add_argument("--tokenizer", default=None, help="tokenizer directory (default: --teacher, else --mlm)")
-    t.add_argument("--p-t", type=float, default=d.p_t, help=f"replacement probability (default: {d.p_t})")
-    t.add_argument("--top-k", type=int, default=d.top_k, help=f"candidates per word, K (default: {d.top_k})")
-    t.add_argument(
-        "--max-length",
-        type=int,
-        default=d.max_length,
-        help=f"masked-LM input length (default: {d.max_length})",
-    )
-    t.add_argument(
-        "--batch-size", type=int, default=d.batch_size, help=f"masked-LM batch size (default: {d.batch_size})"
-    )
+    _number(t, "--p-t", "replacement probability")
+    _number(t, "--top-k", "candidates per word, K")
+    _number(t, "--max-length", "masked-LM input length")
+    _number(t, "--batch-size", "masked-LM batch size")
 
     g = parser.add_argument_group("tang")
-    g.add_argument(
-        "--p-mask", type=float, default=d.p_mask, help=f"masking probability (default: {d.p_mask})"
-    )
-    g.add_argument(
-        "--p-pos",
-        type=float,
-        default=d.p_pos,
-        help=f"POS-guided replacement probability (default: {d.p_pos})",
-    )
-    g.add_argument(
-        "--p-ng", type=float, default=d.p_ng, help=f"n-gram sampling probability (default: {d.p_ng})"
-    )
+    _number(g, "--p-mask", "masking probability")
+    _number(g, "--p-pos", "POS-guided replacement probability")
+    _number(g, "--p-ng", "n-gram sampling probability")
     g.add_argument(
         "--ngram-range",
         type=int,
@@ -118,22 +107,8 @@ def add_augment_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> AugmentConfig:
     """The :class:`AugmentConfig` described by parsed arguments."""
-    return AugmentConfig(
-        method=args.method,
-        n_aug=args.n_aug,
-        p_t=args.p_t,
-        top_k=args.top_k,
-        p_mask=args.p_mask,
-        p_pos=args.p_pos,
-        p_ng=args.p_ng,
-        ngram_range=tuple(args.ngram_range),
-        mlm=args.mlm,
-        word_vectors=args.word_vectors,
-        seed=args.seed,
-        max_length=args.max_length,
-        batch_size=args.batch_size,
-        cache_dir=args.cache_dir,
-    )
+    values = {f.name: getattr(args, f.name) for f in fields(AugmentConfig)}  # one flag per field
+    return AugmentConfig(**{**values, "ngram_range": tuple(args.ngram_range)})
 
 
 def augment_cli(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from textdistill.data.augment.config import AugmentConfig
+from textdistill.config.augment import AugmentConfig
 from textdistill.data.augment.methods import AUGMENTERS, Augmenter
 from textdistill.data.augment.words import basic_tokenize, tokenizer_lowercases
 from textdistill.errors import DataError

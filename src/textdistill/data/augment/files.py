@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from textdistill.data.augment.config import AugmentConfig
+from textdistill.config.augment import AugmentConfig
 from textdistill.data.augment.core import ExampleLike, augment_examples
 from textdistill.data.augment.words import tokenizer_lowercases
 from textdistill.errors import ConfigError, DataError, ModelError

@@ -25,7 +25,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from textdistill.data.augment.config import AugmentConfig
+from textdistill.config.augment import AugmentConfig
 from textdistill.data.augment.methods import AUGMENTERS
 from textdistill.errors import ConfigError, ModelError
 

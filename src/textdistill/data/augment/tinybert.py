@@ -29,7 +29,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from textdistill.data.augment.config import AugmentConfig
+from textdistill.config.augment import AugmentConfig
 from textdistill.data.augment.methods import AUGMENTERS
 from textdistill.data.augment.mlm import MaskedLM, MaskedQuery, check_masked_lm, load_masked_lm
 from textdistill.data.augment.word_vectors import WordVectors, from_embeddings, load_glove

@@ -30,11 +30,12 @@ Layout of a cache directory (all arrays raw little-endian, row order = the build
 back per batch (with zeros) to the batch's padded length at lookup time.
 
 Derived features are not stored twice: a layer whose Q/K/V are cached gets its scores and probabilities
-recomputed from Q and K with the very function the live hooks use
-(:func:`~textdistill.models.hooks.attention_from_qk`), and a layer with cached scores gets its probabilities
-as ``softmax(scores + mask)``, as the hooks compute them. For the ``(heads, n, n)`` maps of short sequences
-storing the map is smaller than storing Q and K (``heads * n^2 < 2 * n * W`` while ``n < 2 * d_head``), so
-Q/K are stored only when the objective asks for Q/K/V anyway.
+recomputed from Q and K with the very functions the live hooks use
+(:func:`~textdistill.models.hooks.scores_from_qk`, :func:`~textdistill.models.hooks.probs_from_scores`),
+and a layer with cached scores gets its probabilities as ``softmax(scores + mask)``, as the hooks compute
+them. For the ``(heads, n, n)`` maps of short sequences storing the map is smaller than storing Q and K
+(``heads * n^2 < 2 * n * W`` while ``n < 2 * d_head``), so Q/K are stored only when the objective asks for
+Q/K/V anyway.
 
 Fingerprint (:func:`cache_fingerprint`): a SHA-256 over
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,76 +46,99 @@ from textdistill.training.teacher_cache.writer import (
 T = TypeVar("T")
 
 
-def _forward(
-    teacher: nn.Module,
-    batch: dict[str, torch.Tensor],
-    request: FeatureRequest,
-    device: torch.device,
-    precision: str,
-) -> ModelOutputs:
-    batch = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
-    with torch.inference_mode(), autocast(device, precision):
-        return teacher(**model_inputs(batch), features=request)
+@dataclass
+class _Pass:
+    """One inference pass of the teacher over the distinct examples ``ex`` (build order), stored at
+    ``dtype``: what every step of a build (probe, write, publish) shares."""
 
+    teacher: nn.Module
+    datasets: Sequence[Any]
+    collator: Any
+    ex: _Examples
+    spec: CacheSpec
+    dtype: str
+    batch_size: int
+    device: torch.device
+    precision: str
 
-def _batches(ex: _Examples, datasets: Sequence[Any], collator: Any, batch_size: int, rows: tuple[int, int]):
-    """Collated batches of ``batch_size`` examples in build order, of the rows ``[start, end)`` only (a
-    ``start`` that is a multiple of ``batch_size`` gives exactly the batches of the whole pass)."""
-    start, end = rows
-    for b in range(start, end, batch_size):
-        yield collator([datasets[d][i] for d, i in ex.sources[b : min(b + batch_size, end)]])
+    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutputs:
+        batch = {k: v.to(self.device) for k, v in batch.items() if torch.is_tensor(v)}
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            return self.teacher(**model_inputs(batch), features=self.spec.request())
 
+    def batches(self, rows: tuple[int, int]) -> Iterator[dict[str, torch.Tensor]]:
+        """Collated batches of ``batch_size`` examples in build order, of the rows ``[start, end)`` only (a
+        ``start`` that is a multiple of ``batch_size`` gives exactly the batches of the whole pass)."""
+        start, end = rows
+        for b in range(start, end, self.batch_size):
+            items = self.ex.sources[b : min(b + self.batch_size, end)]
+            yield self.collator([self.datasets[d][i] for d, i in items])
 
-def _write_pass(
-    teacher: nn.Module,
-    datasets: Sequence[Any],
-    collator: Any,
-    ex: _Examples,
-    spec: CacheSpec,
-    plan: _Plan,
-    tmp: Path,
-    *,
-    dtype: str,
-    batch_size: int,
-    device: torch.device,
-    precision: str,
-    rows: tuple[int, int],
-) -> None:
-    """Run the teacher over the build-order rows ``[start, end)`` and write their outputs into the
-    preallocated files from those rows' byte offsets on."""
-    request = spec.request()
-    writer = _Writer(tmp, plan, dtype, _byte_offsets(plan, ex, rows[0]))
-    try:
-        for batch in _batches(ex, datasets, collator, batch_size, rows):
-            out = _forward(teacher, batch, request, device, precision)
-            real = batch["attention_mask"].to(device).bool()
-            writer.write("input_ids", batch["input_ids"].to(device)[real].to(torch.int32))
-            if "token_logits" in plan.arrays:
-                writer.write("token_logits", out.logits[real])
-            else:
-                writer.write("logits", out.logits)
-            for i in spec.hidden:
-                writer.write(f"hidden_{i}", out.hidden_states[i][real])
-            for layer in spec.qkv:
-                for role, x in zip("qkv", out.qkv[layer]):
-                    writer.write(f"{role}_{layer}", x[real])
-            for kind, table, layers in (
-                ("scores", out.attention_scores, spec.scores),
-                ("probs", out.attentions, spec.probs),
-            ):
-                for layer in layers:
-                    writer.write(f"{kind}_{layer}", _flat_maps(table[layer], real))
-        reached = writer.positions()
-        expected = _byte_offsets(plan, ex, rows[1])
-        if reached != expected:
-            bad = sorted(k for k in expected if reached[k] != expected[k])
+    def probe(self) -> dict[str, int]:
+        """Feature widths from one forward on the shortest example (exact for any model, before the pass)."""
+        d, i = self.ex.sources[0]
+        out = self.forward(self.collator([self.datasets[d][i]]))
+        spec = self.spec
+        dims = {"labels": int(out.logits.shape[-1]), "heads": int(out.num_heads or 0), "hidden": 0, "qkv": 0}
+        dims["token_logits"] = int(out.logits.dim() == 3)
+        if spec.hidden:
+            dims["hidden"] = int(out.hidden_states[0].shape[-1])
+        if spec.qkv:
+            dims["qkv"] = int(out.qkv[spec.qkv[0]][0].shape[-1])
+        if (spec.scores or spec.probs) and not dims["heads"]:
             raise ModelError(
-                f"teacher cache: rows {rows[0]}..{rows[1]} wrote arrays {bad} to other sizes than planned; "
-                "the teacher's outputs changed shape between batches. Set teacher.cache=false to run it "
-                "live."
+                "teacher cache: the teacher reports no num_heads, so its attention maps cannot be stored"
             )
-    finally:
-        writer.close()
+        return dims
+
+    def write(self, plan: _Plan, tmp: Path, rows: tuple[int, int]) -> None:
+        """Run the teacher over the build-order rows ``[start, end)`` and write their outputs into the
+        preallocated files from those rows' byte offsets on."""
+        spec = self.spec
+        writer = _Writer(tmp, plan, self.dtype, _byte_offsets(plan, self.ex, rows[0]))
+        try:
+            for batch in self.batches(rows):
+                out = self.forward(batch)
+                real = batch["attention_mask"].to(self.device).bool()
+                writer.write("input_ids", batch["input_ids"].to(self.device)[real].to(torch.int32))
+                if "token_logits" in plan.arrays:
+                    writer.write("token_logits", out.logits[real])
+                else:
+                    writer.write("logits", out.logits)
+                for i in spec.hidden:
+                    writer.write(f"hidden_{i}", out.hidden_states[i][real])
+                for layer in spec.qkv:
+                    for role, x in zip("qkv", out.qkv[layer]):
+                        writer.write(f"{role}_{layer}", x[real])
+                for kind, table, layers in (
+                    ("scores", out.attention_scores, spec.scores),
+                    ("probs", out.attentions, spec.probs),
+                ):
+                    for layer in layers:
+                        writer.write(f"{kind}_{layer}", _flat_maps(table[layer], real))
+            reached = writer.positions()
+            expected = _byte_offsets(plan, self.ex, rows[1])
+            if reached != expected:
+                bad = sorted(k for k in expected if reached[k] != expected[k])
+                raise ModelError(
+                    f"teacher cache: rows {rows[0]}..{rows[1]} wrote arrays {bad} to other sizes than planned; "
+                    "the teacher's outputs changed shape between batches. Set teacher.cache=false to run it "
+                    "live."
+                )
+        finally:
+            writer.close()
+
+    def write_share(self, plan: _Plan, shared: Path, rank: int, world: int) -> None:
+        """This process's rows of the pass, written in place into the preallocated files of ``shared``."""
+        if not shared.is_dir():
+            raise ConfigError(
+                f"teacher cache: this process cannot see {shared}, which process 0 created: every process "
+                "must see the cache directory. Fix: point teacher.cache_dir at a file system all machines "
+                "share, or run the teacher live (teacher.cache=false)."
+            )
+        start, end = shard_rows(self.ex.lengths, self.batch_size, world)[rank]
+        if start < end:
+            self.write(plan, shared, (start, end))
 
 
 def shard_rows(lengths: np.ndarray, batch_size: int, world: int) -> list[tuple[int, int]]:
@@ -196,31 +220,6 @@ def _flat_maps(maps: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return torch.cat(blocks)
 
 
-def _probe(
-    teacher: nn.Module,
-    datasets: Sequence[Any],
-    collator: Any,
-    ex: _Examples,
-    spec: CacheSpec,
-    device: torch.device,
-    precision: str,
-) -> dict[str, int]:
-    """Feature widths from one forward on the shortest example (exact for any model, before the pass)."""
-    d, i = ex.sources[0]
-    out = _forward(teacher, collator([datasets[d][i]]), spec.request(), device, precision)
-    dims = {"labels": int(out.logits.shape[-1]), "heads": int(out.num_heads or 0), "hidden": 0, "qkv": 0}
-    dims["token_logits"] = int(out.logits.dim() == 3)
-    if spec.hidden:
-        dims["hidden"] = int(out.hidden_states[0].shape[-1])
-    if spec.qkv:
-        dims["qkv"] = int(out.qkv[spec.qkv[0]][0].shape[-1])
-    if (spec.scores or spec.probs) and not dims["heads"]:
-        raise ModelError(
-            "teacher cache: the teacher reports no num_heads, so its attention maps cannot be stored"
-        )
-    return dims
-
-
 def build_teacher_cache(
     teacher: nn.Module,
     datasets: Sequence[Any],
@@ -294,22 +293,8 @@ def build_teacher_cache(
     cache = find_everywhere(directory, fingerprint, rank=rank, world=world, quiet=quiet)
     if cache is not None:
         return cache
-    return _build(
-        teacher,
-        datasets,
-        collator,
-        ex,
-        spec,
-        components,
-        fingerprint,
-        directory,
-        dtype=cache_dtype,
-        batch_size=batch_size,
-        device=device,
-        precision=resolved,
-        quiet=quiet,
-        world=(rank, world),
-    )
+    run = _Pass(teacher, datasets, collator, ex, spec, cache_dtype, batch_size, device, resolved)
+    return _build(run, components, fingerprint, directory, quiet=quiet, world=(rank, world))
 
 
 def find_everywhere(
@@ -350,32 +335,27 @@ def _on_first(rank: int, world: int, doing: str, step: Callable[[], T]) -> T | N
 
 
 def _build(
-    teacher: nn.Module,
-    datasets: Sequence[Any],
-    collator: Any,
-    ex: _Examples,
-    spec: CacheSpec,
+    run: _Pass,
     components: dict[str, Any],
     fingerprint: str,
     directory: Path,
     *,
-    dtype: str,
-    batch_size: int,
-    device: torch.device,
-    precision: str,
     quiet: bool,
     world: tuple[int, int] = (0, 1),
 ) -> TeacherCache:
     """Run the pass and publish the cache (collective with several processes: see the module docstring)."""
-    if batch_size < 1:
-        raise ConfigError(f"train.eval_batch_size must be >= 1 for the teacher cache pass, got {batch_size}")
+    if run.batch_size < 1:
+        raise ConfigError(
+            f"train.eval_batch_size must be >= 1 for the teacher cache pass, got {run.batch_size}"
+        )
     rank, size = world
+    teacher, ex, dtype = run.teacher, run.ex, run.dtype
     was_training = teacher.training
     teacher.eval()  # no dropout: the stored outputs are targets
     tmp: Path | None = None
     try:
-        dims = _probe(teacher, datasets, collator, ex, spec, device, precision)  # same on every process
-        plan = _plan(spec, ex, dims, dtype)
+        dims = run.probe()  # same on every process
+        plan = _plan(run.spec, ex, dims, dtype)
         note = f" ({size} processes)" if size > 1 else ""
         tmp = _on_first(
             rank,
@@ -387,21 +367,7 @@ def _build(
         started = time.perf_counter()
         error = None
         try:
-            _write_share(
-                teacher,
-                datasets,
-                collator,
-                ex,
-                spec,
-                plan,
-                shared,
-                rank=rank,
-                world=size,
-                dtype=dtype,
-                batch_size=batch_size,
-                device=device,
-                precision=precision,
-            )
+            run.write_share(plan, shared, rank, size)
         except Exception as e:
             error = e
         _agree(error, "running the teacher over its share of the examples", size)
@@ -412,7 +378,7 @@ def _build(
             meta = _meta(
                 fingerprint,
                 components,
-                spec,
+                run.spec,
                 ex,
                 plan,
                 dtype=dtype,
@@ -435,28 +401,3 @@ def _build(
     if not quiet:
         print(f"teacher cache: built in {seconds:.1f} s" + (f" by {size} processes" if size > 1 else ""))
     return _open_everywhere(directory, fingerprint, size)
-
-
-def _write_share(
-    teacher: nn.Module,
-    datasets: Sequence[Any],
-    collator: Any,
-    ex: _Examples,
-    spec: CacheSpec,
-    plan: _Plan,
-    shared: Path,
-    *,
-    rank: int,
-    world: int,
-    **pass_options: Any,
-) -> None:
-    """This process's rows of the pass, written in place into the preallocated files of ``shared``."""
-    if not shared.is_dir():
-        raise ConfigError(
-            f"teacher cache: this process cannot see {shared}, which process 0 created: every process "
-            "must see the cache directory. Fix: point teacher.cache_dir at a file system all machines "
-            "share, or run the teacher live (teacher.cache=false)."
-        )
-    start, end = shard_rows(ex.lengths, pass_options["batch_size"], world)[rank]
-    if start < end:
-        _write_pass(teacher, datasets, collator, ex, spec, plan, shared, rows=(start, end), **pass_options)

@@ -17,7 +17,7 @@ from torch import nn
 from textdistill.config.schema import Config
 from textdistill.models.outputs import FeatureRequest
 from textdistill.training.distiller import LiveTeacher, TeacherSource
-from textdistill.training.teacher_cache.build import _build, _process_group, find_everywhere
+from textdistill.training.teacher_cache.build import _build, _Pass, _process_group, find_everywhere
 from textdistill.training.teacher_cache.cached import CachedTeacher
 from textdistill.training.teacher_cache.spec import (
     CacheSpec,
@@ -132,22 +132,9 @@ def build_teacher_source(
     )
     if cache is None:
         try:
-            cache = _build(
-                teacher,
-                datasets,
-                collator,
-                ex,
-                spec,
-                components,
-                fingerprint,
-                root / fingerprint,
-                dtype=cfg.teacher.cache_dtype,
-                batch_size=cfg.train.eval_batch_size,
-                device=device,
-                precision=resolved,
-                quiet=quiet,
-                world=(rank, world),
-            )
+            dtype, batch_size = cfg.teacher.cache_dtype, cfg.train.eval_batch_size
+            run = _Pass(teacher, datasets, collator, ex, spec, dtype, batch_size, device, resolved)
+            cache = _build(run, components, fingerprint, root / fingerprint, quiet=quiet, world=(rank, world))
         except CacheTooLarge as e:
             if cfg.teacher.cache or world > 1:  # asked for explicitly (or collective): the error stands
                 raise
