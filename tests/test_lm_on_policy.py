@@ -156,12 +156,25 @@ def test_lambda_zero_equals_the_off_policy_run_exactly(setup):
     assert zero.dev_metrics == off.dev_metrics
 
 
-def test_lambda_one_trains_on_the_students_greedy_continuations_with_the_loss_on_them_only(setup, recorded):
-    # lr 0: the student never changes, so its continuations can be recomputed independently afterwards
+def _prompt_of(example: dict) -> list[int]:
+    """The prompt the spec gives (independent of the code under test): a prompt's tokens, or the first
+    round(0.5 n) of a text's n tokens (BOS and EOS included)."""
+    if "text" in example:
+        full = TOK(example["text"])["input_ids"] + [2]
+        return full[: max(1, min(len(full) - 1, round(0.5 * len(full))))]
+    return TOK(example["prompt"])["input_ids"]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_lambda_one_trains_on_the_students_continuations_with_the_loss_on_them_only(
+    setup, recorded, temperature
+):
+    # lr 0: the student never changes, so its continuations can be checked against it afterwards
     result = run_training(
-        cfg(setup, "on", "lm.on_policy_fraction=1", "lm.temperature=0", "train.lr=0", "train.max_steps=2"),
+        cfg(setup, "on", "lm.on_policy_fraction=1", f"lm.temperature={temperature}", "train.lr=0",
+            "train.max_steps=2"),
         quiet=True,
-    )
+    )  # fmt: skip
     assert result.details["on_policy_batches"] == 2 and len(recorded) == 2
     from transformers import AutoModelForCausalLM
 
@@ -172,20 +185,18 @@ def test_lambda_one_trains_on_the_students_greedy_continuations_with_the_loss_on
         per_row = []
         for ids, mask, labels, eid in zip(batch["input_ids"], batch["attention_mask"], batch["labels"],
                                           batch["example_id"], strict=True):  # fmt: skip
-            ex = TRAIN[int(eid)]
-            if "text" in ex:
-                full = TOK(ex["text"])["input_ids"] + [2]
-                prompt = full[: max(1, min(len(full) - 1, round(0.5 * len(full))))]
-            else:
-                prompt = TOK(ex["prompt"])["input_ids"]
-            seq = list(prompt)
-            with torch.no_grad():
-                while len(seq) < len(prompt) + 5 and len(seq) < 16:
-                    seq.append(int(student(torch.tensor([seq])).logits[0, -1].argmax()))
-                    if seq[-1] == 2:
-                        break
-            n = int(mask.sum())
-            assert ids[:n].tolist() == seq
+            prompt, n = _prompt_of(TRAIN[int(eid)]), int(mask.sum())
+            seq = ids[:n].tolist()
+            assert seq[: len(prompt)] == prompt and 1 <= n - len(prompt) <= 5 and n <= 16
+            assert 2 not in seq[len(prompt) : -1]  # generation stops at EOS
+            if temperature == 0:  # independent greedy loop: one row, full forward per token
+                greedy = list(prompt)
+                with torch.no_grad():
+                    while len(greedy) < len(prompt) + 5:
+                        greedy.append(int(student(torch.tensor([greedy])).logits[0, -1].argmax()))
+                        if greedy[-1] == 2:
+                            break
+                assert seq == greedy
             want = [-100] * len(prompt) + seq[len(prompt) :] + [-100] * (len(ids) - n)
             assert labels.tolist() == want
             with torch.no_grad():  # KL(teacher || student) over the generated tokens only
