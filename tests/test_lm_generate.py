@@ -182,3 +182,42 @@ def test_prompts_are_rendered_with_the_chat_template_when_the_tokenizer_has_one(
     assert lines(result.path) == [
         {"prompt": "is the film good", "response": chat.decode(seq[n:], skip_special_tokens=True)}
     ]
+
+
+def test_an_interrupted_generate_stage_resumes_its_partial_file(setup, monkeypatch):
+    from textdistill.models import lm_sampling
+    from textdistill.pipeline.recipe_format import recipe_from_dict
+    from textdistill.pipeline.runner import read_state, run_pipeline
+
+    recipe = recipe_from_dict(
+        {"params": {"teacher": {"help": "t"}, "prompts": {"help": "p"}},
+         "stages": [{"name": "gen", "mode": "generate", "teacher": {"path": "${params.teacher}"},
+                     "data": {"train": "${params.prompts}", "max_length": 16},
+                     "train": {"eval_batch_size": 2, "seed": 5}, "lm": {"max_new_tokens": 4}}]},
+        name="gen-only",
+    )  # fmt: skip
+    params = {"teacher": str(setup / "teacher"), "prompts": str(setup / "prompts.txt")}
+    original, calls = lm_sampling.generate, {"n": 0}
+
+    def crash_on_second_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(lm_sampling, "generate", crash_on_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(recipe, params, output_dir=setup / "pipe", quiet=True)
+    assert read_state(setup / "pipe")["stages"]["gen"]["status"] == "interrupted"
+    assert len(lines(setup / "pipe" / "gen" / "responses.jsonl.partial")) == 2
+    monkeypatch.setattr(lm_sampling, "generate", original)
+    seen: list = []
+    spy_original = lm_generate.generate_responses
+    monkeypatch.setattr(
+        lm_generate, "generate_responses", lambda *a, **k: seen.append(spy_original(*a, **k)) or seen[-1]
+    )
+    run_pipeline(recipe, params, output_dir=setup / "pipe", quiet=True)
+    assert seen[0].resumed_from == 2  # the two finished responses were kept
+    whole = generate_responses(setup / "teacher", setup / "prompts.txt", setup / "whole.jsonl", seed=5,
+                               lm=LMConfig(max_new_tokens=4), max_length=16)  # fmt: skip
+    assert (setup / "pipe" / "gen" / "responses.jsonl").read_text() == whole.path.read_text()
