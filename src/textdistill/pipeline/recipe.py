@@ -257,10 +257,8 @@ def _augment_config(where: str, mode: str, raw: Any, problems: list[str]) -> Aug
         return None
     from textdistill.config.augment import AugmentConfig
 
-    if mode == "general":
-        problems.append(
-            f"{where}.augment: augmentation applies to labelled task data, not to a general stage"
-        )
+    if mode in ("general", "generate"):
+        problems.append(f"{where}.augment: augmentation applies to labelled task data, not to a {mode} stage")
         return None
     if isinstance(raw, dict) and isinstance(raw.get("ngram_range"), list):
         raw = {**raw, "ngram_range": tuple(raw["ngram_range"])}

@@ -59,7 +59,7 @@ class StageSpec:
     Attributes:
         name: unique name; the stage's run directory is ``<output_dir>/<name>``.
         mode: finetune | distill | general | generate.
-        sections: the stage's Config sections (teacher, student, data, objective, train) and ``augment``.
+        sections: the stage's Config sections (teacher, student, data, objective, train, lm) and ``augment``.
         description: one line for ``textdistill recipes``.
         when: name of a parameter; the stage runs only when it is set (not null, empty or false).
         unless: name of a parameter; the stage runs only when it is not set.
