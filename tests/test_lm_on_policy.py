@@ -269,7 +269,7 @@ def test_the_teacher_is_loaded_only_for_on_policy_batches_with_a_warm_store(setu
 
 def test_gpt2_on_policy_run(setup):
     result = run_training(
-        cfg(setup, "gpt2", f"teacher.path={setup / 'gpt2'}", "student.layers=[0,2]", "lm.on_policy_fraction=1",
+        cfg(setup, "gpt2-run", f"teacher.path={setup / 'gpt2'}", "student.layers=[0,2]", "lm.on_policy_fraction=1",
             "train.max_steps=2", "lm.samples=2"),
         quiet=True,
     )  # fmt: skip
