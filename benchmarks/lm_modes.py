@@ -15,6 +15,7 @@ Modes (``textdistill distill`` runs, ``train.precision=fp32``):
 * ``off_policy``: lm_kl (forward KL) to the live teacher on the sentences;
 * ``on_policy``: the same with ``lm.on_policy_fraction=0.5``: half the batches are the student's own
   continuations (temperature 1) of the first half of each sentence, scored by the teacher;
+* ``off_policy_jsd`` / ``on_policy_jsd``: the same two with GKD's generalized JSD (beta 0.5) instead of KL;
 * ``seq_kd_greedy`` / ``seq_kd_sampled``: ``generate-responses`` writes the teacher's greedy / sampled
   (temperature 1) continuation of the first half of each training sentence, and the student trains with
   lm_ce on those responses (loss on the response).
@@ -187,6 +188,9 @@ def main() -> None:
     runs["off_policy"] = distill(work, "off_policy", train, dev, "lm_kl", args.steps, new)
     on = ("lm.on_policy_fraction=0.5", "lm.temperature=1.0")
     runs["on_policy"] = distill(work, "on_policy", train, dev, "lm_kl", args.steps, new, *on)
+    # GKD's usual divergence: the generalized JSD (beta 0.5), off- and on-policy
+    runs["off_policy_jsd"] = distill(work, "off_policy_jsd", train, dev, "lm_jsd", args.steps, new)
+    runs["on_policy_jsd"] = distill(work, "on_policy_jsd", train, dev, "lm_jsd", args.steps, new, *on)
     for name, temperature in (("seq_kd_greedy", 0.0), ("seq_kd_sampled", 1.0)):
         t0 = time.perf_counter()
         lm = LMConfig(max_new_tokens=args.new_tokens, temperature=temperature)
