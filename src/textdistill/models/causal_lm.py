@@ -126,8 +126,11 @@ def load_causal_lm(
     except ImportError as exc:
         raise ModelError(f"cannot load {str(folder)!r}: {exc}. For GGUF files: pip install gguf") from exc
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
-        what = f"GGUF file {gguf_file!r} in" if gguf_file else "causal LM"
-        raise ModelError(f"cannot load {what} {str(folder)!r}: {exc}") from exc
+        if gguf_file:
+            from textdistill.models.gguf import GGUF_FIX
+
+            raise ModelError(f"cannot load GGUF file {str(folder / gguf_file)!r}: {exc}; {GGUF_FIX}") from exc
+        raise ModelError(f"cannot load causal LM {str(folder)!r}: {exc}") from exc
     if frozen:
         model.eval()
         model.requires_grad_(False)

@@ -387,6 +387,9 @@ class BiLSTMBuilder:
             or not 0 <= cfg.dropout < 1
         ):
             problems.append(f"student.dropout must be a probability in [0, 1), got {cfg.dropout!r}")
+        dim = cfg.case_embedding_dim
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
+            problems.append(f"student.case_embedding_dim must be an integer >= 0 (0 = none), got {dim!r}")
         return problems
 
     def _config(
@@ -403,6 +406,7 @@ class BiLSTMBuilder:
             dropout=float(cfg.dropout),
             pad_token_id=pad,
             id2label=_labels(num_labels, id2label),
+            case_embedding_dim=cfg.case_embedding_dim,
         )
 
     def info(self, cfg: StudentConfig, teacher_info: ModelInfo, num_labels: int) -> ModelInfo:
@@ -418,6 +422,11 @@ class BiLSTMBuilder:
 
         if is_token_config(teacher.config):
             config.pooling = "none"  # a token teacher: one prediction per token
+        elif config.case_embedding_dim:
+            raise ModelError(
+                f"student.case_embedding_dim={config.case_embedding_dim} needs a token-classification task "
+                "(the casing of each word comes with token datasets). Fix: set it to 0 for sentence tasks."
+            )
         student = BiLSTMClassifier(config)
         if cfg.init_embeddings_from_teacher:
             with torch.no_grad():

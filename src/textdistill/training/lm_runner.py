@@ -25,7 +25,6 @@ from typing import Any
 import torch
 
 from textdistill.config.schema import Config
-from textdistill.errors import ConfigError
 from textdistill.losses import LOSSES
 from textdistill.models.outputs import ModelInfo
 from textdistill.training.lm_on_policy import on_policy_problems
@@ -64,18 +63,9 @@ def is_causal_lm_run(cfg: Config) -> bool:
     task = getattr(cfg.data, "task", "auto")
     if task not in (None, "auto"):
         return task == "causal_lm"
-    if cfg.teacher.gguf_file:
+    if cfg.teacher.gguf_file or str(cfg.teacher.path or "").lower().endswith(".gguf"):
         return True
     return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in _architectures(cfg.teacher.path))
-
-
-def _teacher_config(cfg: Config) -> Any:
-    from transformers import AutoConfig
-
-    kwargs = {"gguf_file": cfg.teacher.gguf_file} if cfg.teacher.gguf_file else {}
-    return AutoConfig.from_pretrained(
-        cfg.teacher.path, trust_remote_code=cfg.teacher.trust_remote_code, **kwargs
-    )
 
 
 def with_lm_objective(cfg: Config) -> Config:
@@ -143,26 +133,13 @@ def _term_problems(cfg: Config) -> list[str]:
     return problems
 
 
-def _validate(cfg: Config, mode: str) -> tuple[Config, Any]:
-    """Raise ConfigError with every problem; return the run's config (default objective: ``lm_kl``) and
-    the teacher's config (no weights loaded)."""
-    cfg = with_lm_objective(cfg)
-    problems = lm_config_problems(cfg, mode)
-    if problems:
-        raise ConfigError(problems)
-    try:
-        config = _teacher_config(cfg)
-    except (OSError, ValueError, ImportError) as exc:
-        raise ConfigError([f"teacher.path: cannot read the causal-LM config: {exc}"]) from exc
-    k = cfg.teacher.store_topk
-    if k is not None:
-        from textdistill.training.teacher_cache.lm_topk import check_k
+def validate_lm_run(cfg: Config, mode: str = "distill", *, resume: bool = False) -> tuple[Config, Any]:
+    """Raise ConfigError with every problem found without loading weights (``training/lm_checks.py``); return
+    the run's config (a ``.gguf`` teacher.path split, default objective ``lm_kl``) and the teacher's config."""
+    from textdistill.training.lm_checks import validate_lm_config, with_gguf_path
 
-        try:
-            check_k(k, int(config.vocab_size))
-        except Exception as exc:  # DataError: reported as a config problem before anything loads
-            raise ConfigError([f"teacher.store_topk: {exc}"]) from exc
-    return cfg, config
+    cfg = with_lm_objective(with_gguf_path(cfg))
+    return cfg, validate_lm_config(cfg, lm_config_problems(cfg, mode), resume=resume)
 
 
 def validate_lm_config(cfg: Config, mode: str = "distill") -> Config:
@@ -171,7 +148,7 @@ def validate_lm_config(cfg: Config, mode: str = "distill") -> Config:
     Raises:
         ConfigError: every problem at once.
     """
-    return _validate(cfg, mode)[0]
+    return validate_lm_run(cfg, mode)[0]
 
 
 def _rows(cfg: Config, tokenizer: Any, path: str, limit: int | None) -> list[dict[str, Any]]:
@@ -254,17 +231,13 @@ class _LMRun:
 
 def _set_up(cfg: Config, config: Any) -> _LMRun:
     """Tokenizer, rows, stores (built or found), the student; the teacher only where it is needed."""
-    from transformers import AutoTokenizer
-
     from textdistill.data.lm_data import LMCollator, pad_token_of
     from textdistill.models.causal_lm import HFCausalLM, causal_lm_info
+    from textdistill.training.lm_checks import lm_tokenizer
     from textdistill.training.teacher_cache.lm_topk import build_lm_topk_store, teacher_files_hash
 
     teacher_info = causal_lm_info(config)
-    tok_kwargs = {"gguf_file": cfg.teacher.gguf_file} if cfg.teacher.gguf_file else {}
-    tokenizer = AutoTokenizer.from_pretrained(
-        cfg.teacher.path, trust_remote_code=cfg.teacher.trust_remote_code, **tok_kwargs
-    )
+    tokenizer = lm_tokenizer(cfg)
     collate = LMCollator(pad_token_of(tokenizer))
     rows = {
         "train": _rows(cfg, tokenizer, cfg.data.train, cfg.data.max_train_examples),
@@ -336,8 +309,11 @@ def _train_batches(run: _LMRun) -> Any:
     )  # fmt: skip
 
 
-def run_lm_training(cfg: Config, mode: str = "distill", *, quiet: bool = False) -> LMRunResult:
-    """Distil a causal-LM teacher into a causal-LM student as configured (see the module docstring).
+def run_lm_training(
+    cfg: Config, mode: str = "distill", *, quiet: bool = False, resume: bool = False
+) -> LMRunResult:
+    """Distil a causal-LM teacher into a causal-LM student as configured (see the module docstring);
+    ``resume`` continues the run in ``output_dir`` bit-identically (:mod:`textdistill.training.lm_run_dir`).
 
     Raises:
         ConfigError: every config problem, before any weights load.
@@ -347,9 +323,11 @@ def run_lm_training(cfg: Config, mode: str = "distill", *, quiet: bool = False) 
     from textdistill.losses.objective import Objective
     from textdistill.models.causal_lm import causal_lm_info
     from textdistill.training.distiller import Distiller
+    from textdistill.training.lm_run_dir import open_lm_run
 
     t_start = time.perf_counter()
-    cfg, config = _validate(cfg, mode)
+    cfg, config = validate_lm_run(cfg, mode, resume=resume)
+    lm_run = open_lm_run(cfg, mode, resume=resume, quiet=quiet)
     torch.manual_seed(cfg.train.seed)
     run = _set_up(cfg, config)
     objective = Objective(cfg.objective, run.teacher_info, causal_lm_info(run.student.config))
@@ -368,10 +346,9 @@ def run_lm_training(cfg: Config, mode: str = "distill", *, quiet: bool = False) 
         evaluator=lambda m: evaluate_lm(m, dev_teacher, dev_batches),
         metric="token_kl",
         greater_is_better=False,
+        callbacks=lm_run.callbacks(),
     )
-    t_train = time.perf_counter()
-    state = distiller.fit()
-    train_s = time.perf_counter() - t_train
+    state, train_s = lm_run.fit(distiller)  # restores a resume's checkpoint (RNG states last), then fits
     final = distiller.unwrapped_student()
     details = {
         "dev_before": before,
@@ -385,7 +362,7 @@ def run_lm_training(cfg: Config, mode: str = "distill", *, quiet: bool = False) 
         "teacher_in_memory_during_training": run.teacher is not None,
         "student_parameters": sum(p.numel() for p in final.parameters()),
     }
-    return _finish(run, final, details, t_start, quiet)
+    return _finish(run, lm_run, final, details, t_start, quiet)
 
 
 def _samples_of(run: _LMRun, model: Any) -> list[list[int]]:
@@ -396,13 +373,15 @@ def _samples_of(run: _LMRun, model: Any) -> list[list[int]]:
     return greedy_continuations(model, run.tokenizer, prompts, run.cfg.lm, run.cfg.data.max_length)
 
 
-def _finish(run: _LMRun, final: Any, details: dict[str, Any], t_start: float, quiet: bool) -> LMRunResult:
-    """Samples, the saved model, results.json and report.md."""
+def _finish(
+    run: _LMRun, lm_run: Any, final: Any, details: dict[str, Any], t_start: float, quiet: bool
+) -> LMRunResult:
+    """Samples, the saved model, results.json (through the run directory: run.json ``finished``), report.md."""
     from textdistill.evaluation.lm_report import write_lm_report
     from textdistill.models.causal_lm import save_causal_lm
 
     cfg = run.cfg
-    run_dir = Path(cfg.output_dir)
+    run_dir = lm_run.run_dir
     model_dir = save_causal_lm(final, run.tokenizer, run_dir / "model")
     if cfg.lm.samples > 0:
         from textdistill.evaluation.lm_report import format_samples, sample_prompts
@@ -416,8 +395,8 @@ def _finish(run: _LMRun, final: Any, details: dict[str, Any], t_start: float, qu
         )
     details["total_s"] = round(time.perf_counter() - t_start, 2)
     details["config"] = asdict(cfg)
-    (run_dir / "results.json").write_text(json.dumps(details, indent=2, default=str))
     write_lm_report(run_dir / "report.md", details)
+    lm_run.finish(details)
     if not quiet:
         print(f"textdistill: causal-LM student saved to {model_dir}")
     return LMRunResult(run_dir, model_dir, details["dev"], details)
