@@ -297,3 +297,30 @@ def test_bad_settings_and_packing_are_refused_before_loading(setup, monkeypatch)
         assert f"lm.{key}" in text
     with pytest.raises(ConfigError, match="data.packing=false"):
         run_training(cfg(setup, "x", "lm.on_policy_fraction=0.5", "data.packing=true"), quiet=True)
+
+
+def test_a_stopped_on_policy_run_resumes_bit_identical(setup, monkeypatch):
+    import signal
+
+    from textdistill.training.signals import TrainingInterrupted
+
+    args = ("lm.on_policy_fraction=0.5", "train.max_steps=6", "train.save_every=2", "lm.top_p=0.9")
+    whole = run_training(cfg(setup, "whole", *args), quiet=True)
+    original = Distiller.train_step
+
+    def stop_after_4(self, batch):  # on-policy batches: steps 4, 5 and 6 (seed 42): before and after
+        logs = original(self, batch)
+        if self.state.step == 4:
+            self.request_stop(signal.SIGTERM)
+        return logs
+
+    with monkeypatch.context() as m:
+        m.setattr(Distiller, "train_step", stop_after_4)
+        with pytest.raises(TrainingInterrupted):
+            run_training(cfg(setup, "stopped", *args), quiet=True)
+    resumed = run_training(cfg(setup, "stopped", *args), quiet=True, resume=True)
+    assert resumed.details["steps"] == 6 and 0 < whole.details["on_policy_batches"] < 6
+    for (name, p), q in zip(
+        weights(whole.model_dir).items(), weights(resumed.model_dir).values(), strict=True
+    ):
+        assert torch.equal(p, q), name
