@@ -83,9 +83,9 @@ class _Validator:
                 if generate_stage_problems(vcfg):
                     raise ConfigError(generate_stage_problems(vcfg))
             elif _is_causal_lm(vcfg):
-                from textdistill.training.lm_runner import validate_lm_config
+                from textdistill.training.lm_runner import validate_lm_run
 
-                validate_lm_config(vcfg, rs.mode)
+                validate_lm_run(vcfg, rs.mode)
             else:
                 from textdistill.config.validate import validate_config
 

@@ -142,15 +142,6 @@ def validate_lm_run(cfg: Config, mode: str = "distill", *, resume: bool = False)
     return cfg, validate_lm_config(cfg, lm_config_problems(cfg, mode), resume=resume)
 
 
-def validate_lm_config(cfg: Config, mode: str = "distill") -> Config:
-    """The run's config (default objective ``lm_kl``) after every check that needs no weights.
-
-    Raises:
-        ConfigError: every problem at once.
-    """
-    return validate_lm_run(cfg, mode)[0]
-
-
 def _rows(cfg: Config, tokenizer: Any, path: str, limit: int | None) -> list[dict[str, Any]]:
     from textdistill.data.lm_data import encode_lm_examples, pack_examples, read_lm_examples
 
