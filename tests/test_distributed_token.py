@@ -130,7 +130,7 @@ def _worker(rank: int, world: int, port: int, work: str) -> None:
 def results(tmp_path_factory) -> tuple[dict, list[dict]]:
     import torch.multiprocessing as mp
 
-    from textdistill.training.runner import free_port
+    from textdistill.training.launch import free_port
 
     work = _make_work(tmp_path_factory.mktemp("dist-token"))
     mp.start_processes(
