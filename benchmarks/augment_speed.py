@@ -31,8 +31,11 @@ from typing import Any
 
 import torch
 
-from textdistill.data.augment import AugmentConfig, TinyBertAugmenter, augment_examples, load_masked_lm
+from textdistill.config.augment import AugmentConfig
+from textdistill.data.augment.core import augment_examples
+from textdistill.data.augment.mlm import load_masked_lm
 from textdistill.data.augment.tang import load_nltk_tagger, tagger_name
+from textdistill.data.augment.tinybert import TinyBertAugmenter
 from textdistill.data.readers import read_examples
 
 

@@ -71,9 +71,10 @@ def instrumented():
     from textdistill.losses.objective import Objective
     from textdistill.models.bilstm import BiLSTMClassifier
     from textdistill.models.hf import HFClassifier
-    from textdistill.training import runner, teacher_cache
+    from textdistill.training import runner
     from textdistill.training.distiller import Distiller, LiveTeacher
-    from textdistill.training.teacher_cache import CachedTeacher
+    from textdistill.training.teacher_cache import source as teacher_cache
+    from textdistill.training.teacher_cache.cached import CachedTeacher
 
     patches = [
         (LiveTeacher, "__call__", "teacher", None),

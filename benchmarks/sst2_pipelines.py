@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from textdistill.demo import teacher_base_path
-    from textdistill.pipeline import run_pipeline
+    from textdistill.pipeline.runner import run_pipeline
 
     work = Path(args.work)
     corpus = work / "corpus.txt"

@@ -219,8 +219,8 @@ def run_textdistill(spec: dict, result: dict) -> None:
     from textdistill.evaluation import metrics as metrics_mod
     from textdistill.training import distiller as distiller_mod
     from textdistill.training import runner as runner_mod
-    from textdistill.training import teacher_cache
     from textdistill.training.runner import run_training
+    from textdistill.training.teacher_cache import source as teacher_cache
 
     order: list[list[int]] = []
     timing: dict[str, float] = {}

@@ -11,15 +11,10 @@ import pytest
 import torch
 
 from conftest import make_sentiment_rows, make_tokenizer, tiny_bert_config, write_tsv
-from textdistill.data.augment import (
-    AugmentConfig,
-    add_augment_parser,
-    augment_to_file,
-    main,
-    sidecar_path,
-)
+from textdistill.config.augment import AugmentConfig
 from textdistill.data.augment import tinybert as tinybert_module
-from textdistill.data.augment.cli import config_from_args
+from textdistill.data.augment.cli import config_from_args, main, register
+from textdistill.data.augment.files import augment_to_file, sidecar_path
 from textdistill.data.augment.mlm import MaskedLM
 from textdistill.data.readers import Example, read_examples
 from textdistill.errors import ConfigError
@@ -217,7 +212,7 @@ def test_cli_tinybert_with_teacher_embeddings(train_tsv, tmp_path, mlm_dir, tiny
 def test_subparser_flags_cover_every_config_field():
     root = argparse.ArgumentParser(prog="textdistill")
     sub = root.add_subparsers(dest="command")
-    add_augment_parser(sub)
+    register(sub)
     args = root.parse_args(["augment", "--data", "d.tsv", "--method", "tang", "--ngram-range", "2", "3"])
     assert args.func.__name__ == "augment_cli"
     cfg = config_from_args(args)

@@ -9,9 +9,11 @@ from collections import Counter
 
 import pytest
 
-from textdistill.data.augment import AugmentConfig, TangAugmenter, augment_examples, basic_tokenize
+from textdistill.config.augment import AugmentConfig
 from textdistill.data.augment import tang as tang_module
-from textdistill.data.augment.tang import _TagPool
+from textdistill.data.augment.core import augment_examples
+from textdistill.data.augment.tang import TangAugmenter, _TagPool
+from textdistill.data.augment.words import basic_tokenize
 from textdistill.data.readers import Example
 from textdistill.errors import ConfigError
 

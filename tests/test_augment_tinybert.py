@@ -11,17 +11,12 @@ import pytest
 import torch
 
 from conftest import make_tokenizer, tiny_bert_config
-from textdistill.data.augment import (
-    AugmentConfig,
-    MaskedLM,
-    TinyBertAugmenter,
-    augment_examples,
-    basic_tokenize,
-    from_embeddings,
-    load_glove,
-    load_masked_lm,
-)
-from textdistill.data.augment.mlm import MaskedQuery
+from textdistill.config.augment import AugmentConfig
+from textdistill.data.augment.core import augment_examples
+from textdistill.data.augment.mlm import MaskedLM, MaskedQuery, load_masked_lm
+from textdistill.data.augment.tinybert import TinyBertAugmenter
+from textdistill.data.augment.word_vectors import from_embeddings, load_glove
+from textdistill.data.augment.words import basic_tokenize
 from textdistill.data.readers import Example
 from textdistill.errors import ConfigError, DataError, ModelError
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from tokenizers import normalizers, pre_tokenizers
 
-from textdistill.data.augment import STOP_WORDS, AugmentConfig, basic_tokenize, is_replaceable
-from textdistill.data.augment.words import tokenizer_lowercases
+from textdistill.config.augment import AugmentConfig
+from textdistill.data.augment.words import STOP_WORDS, basic_tokenize, is_replaceable, tokenizer_lowercases
 from textdistill.errors import ConfigError
 
 TEXTS = [

@@ -578,8 +578,9 @@ def test_a_column_configured_as_text_or_label_keeps_that_role(tmp_path):
 
 def test_augmented_files_read_back_as_augmentation_made_them(tmp_path):
     """Round trip through the real writer: augment_to_file's TSV and JSONL give back its examples."""
-    from textdistill.data.augment import AugmentConfig, augment_to_file
+    from textdistill.config.augment import AugmentConfig
     from textdistill.data.augment.core import augment_examples
+    from textdistill.data.augment.files import augment_to_file
 
     rows = [("a good film indeed", "pos"), ("a dull and bad plot", "neg"), ("fine acting , weak end", "pos")]
     train = write(tmp_path / "train.tsv", "sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows))

@@ -72,7 +72,7 @@ def _datasets(work: Path):
 def _cache_scenario(work: Path, directory: Path) -> str:
     """Build a cache holding every kind of array (logits, hidden states, Q/K/V, scores, probabilities)."""
     from textdistill.models.outputs import FeatureRequest
-    from textdistill.training.teacher_cache import build_teacher_cache
+    from textdistill.training.teacher_cache.build import build_teacher_cache
 
     teacher, train, _, collator = _datasets(work)
     request = FeatureRequest(hidden_states=True, attentions={0}, attention_scores={1}, qkv={2})
@@ -313,7 +313,7 @@ def _worker(rank: int, world: int, port: int, work: str, device: str) -> None:
 def _spawn(work: Path, device: str) -> list[dict]:
     import torch.multiprocessing as mp
 
-    from textdistill.training.runner import free_port
+    from textdistill.training.launch import free_port
 
     mp.start_processes(
         _worker, args=(WORLD, free_port(), str(work), device), nprocs=WORLD, join=True, start_method="spawn"
@@ -386,7 +386,7 @@ def _check_training(single: dict, ranks: list[dict], atol: float) -> None:
 
 
 def _check_same_cache(one: Path, two: Path) -> None:
-    from textdistill.training.teacher_cache import TeacherCache
+    from textdistill.training.teacher_cache.store import TeacherCache
 
     c1, c2 = TeacherCache.open(one), TeacherCache.open(two)
     assert c1.fingerprint == c2.fingerprint
@@ -450,7 +450,7 @@ def test_multi_process_resume_with_dropout_is_bit_exact(cpu_results):
 
 
 def test_shard_rows_cuts_at_batch_boundaries_and_balances_work():
-    from textdistill.training.teacher_cache import shard_rows
+    from textdistill.training.teacher_cache.build import shard_rows
 
     lengths = np.array([2] * 8 + [4] * 8 + [8] * 8 + [16] * 8)  # ascending, as in a build
     ranges = shard_rows(lengths, 4, 2)
@@ -477,7 +477,7 @@ def test_shard_batch_covers_the_global_batch():
 
 def test_num_processes_relaunches_through_accelerate(monkeypatch):
     from textdistill.errors import ConfigError
-    from textdistill.training.runner import launch_command, launch_processes
+    from textdistill.training.launch import launch_command, launch_processes
 
     cmd = launch_command(["distill", "-c", "x.yaml", "--num-processes", "2"], 2, port=1234)
     i = cmd.index("accelerate.commands.launch")

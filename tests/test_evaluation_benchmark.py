@@ -11,9 +11,9 @@ from transformers import BertForSequenceClassification
 from conftest import tiny_bert_config
 from textdistill.errors import ConfigError, ModelError
 from textdistill.evaluation.benchmark import model_tokenizer, run_benchmark
-from textdistill.evaluation.compression import count_parameters, transformer_flops
+from textdistill.evaluation.compression import transformer_flops
 from textdistill.models.bilstm import BiLSTMClassifier, BiLSTMConfig
-from textdistill.models.io import save_model
+from textdistill.models.io import count_parameters, save_model
 from textdistill.models.teacher import load_tokenizer
 
 LABELS = {0: "negative", 1: "positive"}

@@ -9,7 +9,7 @@ import torch
 
 from conftest import tiny_bert_config
 from textdistill.errors import ModelError
-from textdistill.evaluation.cka import cka_matrix, collect_representations, layer_cka, linear_cka, pool_hidden
+from textdistill.evaluation.cka import cka_matrix, collect_representations, linear_cka, pool_hidden
 from textdistill.models.bilstm import BiLSTMClassifier, BiLSTMConfig
 from textdistill.models.hf import HFClassifier
 
@@ -76,13 +76,13 @@ def test_pooling_rows():
         pool_hidden(hidden, mask, "max")
 
 
-def test_layer_cka_matrix_matches_pairwise_cka():
+def test_cka_matrix_of_pooled_layers_matches_pairwise_cka():
     g = _gen(8)
     mask = torch.ones(3, 5, dtype=torch.long)
     mask[1, 3:] = 0
     teacher = [torch.randn(3, 5, 6, generator=g) for _ in range(4)]
     student = [teacher[0], teacher[3] @ torch.randn(6, 4, generator=g)]
-    m = layer_cka(teacher, student, mask)
+    m = cka_matrix([pool_hidden(h, mask) for h in teacher], [pool_hidden(h, mask) for h in student])
     assert m.shape == (4, 2)
     real = mask.bool()
     for i in range(4):

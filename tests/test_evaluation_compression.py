@@ -11,7 +11,6 @@ from conftest import tiny_bert_config
 from textdistill.errors import ModelError
 from textdistill.evaluation.compression import (
     compression_ratio,
-    count_parameters,
     flops_per_example,
     recurrent_flops,
     size_on_disk,
@@ -19,6 +18,7 @@ from textdistill.evaluation.compression import (
 )
 from textdistill.models.bilstm import BiLSTMClassifier, BiLSTMConfig
 from textdistill.models.hf import HFClassifier
+from textdistill.models.io import count_parameters
 
 V, H, N, FF, P, T, C = 50, 16, 2, 32, 64, 2, 3  # vocab, hidden, layers, ffn, positions, token types, labels
 

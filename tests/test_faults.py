@@ -374,7 +374,7 @@ def test_huge_inputs_give_short_messages(tmp_path):
 # -- 8. stranded state ----------------------------------------------------------------------------------------
 def test_sigterm_outside_the_loop_records_interrupted_with_the_resume_command(work, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    from textdistill.training import teacher_cache
+    from textdistill.training.teacher_cache import source as teacher_cache
 
     real_build = teacher_cache.build_teacher_source
 

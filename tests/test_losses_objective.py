@@ -54,7 +54,7 @@ def test_weighted_sum_with_schedules() -> None:
     total, parts = obj(so, to, BATCH, progress=0.25)
     assert list(parts) == ["kd_kl", "hidden_mse", "hard_ce"]
     assert all(not v.requires_grad and v.dim() == 0 for v in parts.values())
-    weights = obj.weights_at(0.25)
+    weights = {n: w.value_at(0.25) for n, w in zip(obj.names, obj.weights)}
     assert weights["kd_kl"] == pytest.approx(0.75)
     assert weights["hidden_mse"] == 2.0
     assert weights["hard_ce"] == pytest.approx(0.5 * (1 - 0.5**0.5))  # 1 - (1 + cos(pi/4)) / 2

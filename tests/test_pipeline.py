@@ -14,9 +14,9 @@ from conftest import make_sentiment_rows, make_tokenizer, tiny_bert_config
 from test_pipeline_recipe import three_stage
 from textdistill.cli import main
 from textdistill.errors import ConfigError
-from textdistill.pipeline import read_state, run_pipeline
 from textdistill.pipeline.fingerprint import dir_fingerprint, file_fingerprint, stage_fingerprint
 from textdistill.pipeline.general import CorpusStream
+from textdistill.pipeline.runner import read_state, run_pipeline
 
 
 @pytest.fixture

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from conftest import make_sentiment_rows, tiny_bert_config
 from textdistill.errors import ConfigError
-from textdistill.pipeline import load_recipe, recipe_from_dict, resolve_pipeline, split_arguments
 from textdistill.pipeline import recipe as recipe_mod
-from textdistill.pipeline.recipe import apply_recipe_overrides, canonical_config
+from textdistill.pipeline.recipe import apply_recipe_overrides, canonical_config, resolve_pipeline
+from textdistill.pipeline.recipe_format import load_recipe, recipe_from_dict, split_arguments
 
 TRAIN = {"max_steps": 2, "batch_size": 8, "precision": "fp32", "progress": False}
 
@@ -163,6 +164,38 @@ def test_disabled_stage_and_warm_start_fallback(tmp_path, base_params):
     data["stages"][1]["student"] = {"from": "gd", "fallback": {"type": "shrink", "num_layers": 2}}
     resolved = resolve_pipeline(recipe_from_dict(data, name="x"), params, tmp_path / "o")
     assert resolved.stage("pred").config.student.path == str(tmp_path / "o" / "inter" / "model")
+
+
+def test_when_and_unless_take_lists_of_parameters(tmp_path, base_params):
+    """when: [a, b] runs only when every one is set; unless: [a, b] only when none is."""
+
+    def enabled(params: dict, when=None, unless=None) -> tuple[bool, str]:
+        data = three_stage()
+        data["params"]["extra"] = {"default": None}
+        data["stages"] = [{**data["stages"][2], "student": {"type": "truncate", "num_layers": 2}}]
+        data["stages"][0].update({k: v for k, v in {"when": when, "unless": unless}.items() if v is not None})
+        resolved = resolve_pipeline(recipe_from_dict(data, name="x"), params, tmp_path / "o")
+        stage = resolved.stage("pred")
+        return stage.enabled, stage.reason
+
+    both = {**base_params, "extra": "yes"}
+    none = {**base_params, "corpus": None}
+    assert enabled(both, when=["corpus", "extra"]) == (True, "")
+    assert enabled(base_params, when=["corpus", "extra"]) == (False, "when: extra (params.extra is not set)")
+    assert enabled(none, unless=["corpus", "extra"]) == (True, "")
+    assert enabled(base_params, unless=["extra", "corpus"]) == (
+        False,
+        "unless: corpus (params.corpus is set)",
+    )
+    assert enabled(none, when="layers", unless=["corpus", "extra"]) == (True, "")
+    assert enabled(both, when="corpus", unless="extra") == (False, "unless: extra (params.extra is set)")
+    for bad, message in (
+        (["corpus", "nope"], "stages.gd.when: 'nope' is not a parameter of this recipe"),
+        ([], "stages.gd.when: expected a parameter name or a list of parameter names, got []"),
+        ([1], "stages.gd.when: expected a parameter name or a list of parameter names, got [1]"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            recipe_from_dict(three_stage(gd={"when": bad}), name="x")
 
 
 def _checkpoint_config(directory: Path, layers: int, hidden: int) -> Path:

@@ -10,7 +10,8 @@ import pytest
 from conftest import make_sentiment_rows
 from textdistill.cli import main
 from textdistill.errors import ConfigError
-from textdistill.pipeline import load_recipe, resolve_pipeline
+from textdistill.pipeline.recipe import resolve_pipeline
+from textdistill.pipeline.recipe_format import load_recipe
 from textdistill.recipes import recipe_names, recipe_path
 
 SHIPPED = ["bilstm", "compact", "distilbert", "ernie-tiny", "hinton", "minilmv2", "tinybert"]
@@ -148,15 +149,81 @@ def test_recipes_command(capsys):
     assert "recipe 'nope' is neither a shipped recipe" in capsys.readouterr().err
 
 
-def test_compact_without_a_student_truncates_the_teacher_and_trims_the_vocabulary(fixture_params, tmp_path):
+def test_compact_defaults_to_a_trimmed_bilstm_with_teacher_pca_embeddings(fixture_params, tmp_path):
     recipe = load_recipe("compact")
     params = {k: v for k, v in fixture_params.items() if k in recipe.params and k != "student"}
     resolved = resolve_pipeline(recipe, params, tmp_path / "out")
+    [stage] = [s for s in resolved.stages if s.enabled]
+    assert stage.name == "kd_bilstm"
+    student = stage.config.student
+    assert (student.type, student.vocab, student.glove) == ("bilstm", "auto", None)
+    assert (student.embedding_dim, student.lstm_hidden, student.init_embeddings_from_teacher) == (
+        50,
+        300,
+        True,
+    )
+    assert [t.name for t in stage.config.objective] == ["kd_mse"]
+    train = stage.config.train
+    assert (train.lr, train.epochs, train.weight_decay, train.warmup_ratio) == (1e-3, 3, 0.0, 0.0)
+    # the other stages say which parameter switched them off
+    reasons = {s.name: s.reason for s in resolved.stages if not s.enabled}
+    assert reasons == {
+        "kd": "when: student (params.student is not set)",
+        "kd_truncated": "when: student_layers (params.student_layers is not set)",
+    }
+    glove = tmp_path / "glove.txt"
+    glove.write_text("the " + " ".join(["0.1"] * 16) + "\n", encoding="utf-8")
+    small = {**params, "glove": str(glove), "embedding_dim": 16, "lstm_hidden": 8, "epochs": 1}
+    [stage] = [s for s in resolve_pipeline(recipe, small, tmp_path / "o2").stages if s.enabled]
+    assert (stage.config.student.glove, stage.config.student.embedding_dim) == (str(glove), 16)
+    assert stage.config.train.epochs == 1
+
+
+def test_compact_student_layers_truncates_the_teacher_and_a_student_dir_wins(fixture_params, tmp_path):
+    recipe = load_recipe("compact")
+    params = {k: v for k, v in fixture_params.items() if k in recipe.params and k != "student"}
+    resolved = resolve_pipeline(recipe, {**params, "student_layers": 2}, tmp_path / "out")
     [stage] = [s for s in resolved.stages if s.enabled]
     assert stage.name == "kd_truncated"
     student = stage.config.student
     assert (student.type, student.num_layers, student.vocab) == ("truncate", 2, "auto")
     assert [t.name for t in stage.config.objective] == ["kd_kl", "hard_ce"]
+    assert stage.config.train.lr == 1e-4
+    both = {**params, "student_layers": 2, "student": fixture_params["student"]}
+    resolved = resolve_pipeline(recipe, both, tmp_path / "out3")
+    assert [s.name for s in resolved.stages if s.enabled] == ["kd"]
+    assert {s.name: s.reason for s in resolved.stages if not s.enabled} == {
+        "kd_bilstm": "unless: student (params.student is set)",
+        "kd_truncated": "unless: student (params.student is set)",
+    }
     bad = {**params, "vocab": "most"}
     with pytest.raises(ConfigError, match="student.vocab='most' is not full, auto"):
         resolve_pipeline(recipe, bad, tmp_path / "out2")
+
+
+def test_compact_default_runs_a_trimmed_bilstm_whose_embeddings_are_the_teachers_by_pca(
+    fixture_params, tmp_path
+):
+    """`textdistill run compact` end to end on the tiny teacher; with lr 1e-12 the saved embedding table is
+    exactly the initialisation: PCA of the teacher's whole table, then the kept rows."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from textdistill.models.io import load_student
+    from textdistill.models.students import project_embeddings
+
+    out = tmp_path / "run"
+    args = ["run", "compact", *(f"{k}={fixture_params[k]}" for k in ("teacher", "task_train", "task_dev"))]
+    args += ["embedding_dim=16", "lstm_hidden=8", "bilstm_lr=1e-12", "epochs=1"]
+    args += ["stages.kd_bilstm.train.precision=fp32", "stages.kd_bilstm.train.max_steps=2", "-o", str(out)]
+    assert main(args) == 0
+    model_dir = out / "kd_bilstm" / "model"
+    student_tok = AutoTokenizer.from_pretrained(str(model_dir))
+    teacher_tok = AutoTokenizer.from_pretrained(fixture_params["teacher"])
+    assert len(student_tok) < len(teacher_tok)  # trimmed to the training text's tokens
+    kept = teacher_tok.convert_tokens_to_ids(student_tok.convert_ids_to_tokens(list(range(len(student_tok)))))
+    teacher = AutoModelForSequenceClassification.from_pretrained(fixture_params["teacher"])
+    torch.manual_seed(0)  # only used when the width grows (here 16 < 32: PCA, no randomness)
+    expected = project_embeddings(teacher.get_input_embeddings().weight, 16)[kept]
+    student = load_student(model_dir)
+    assert torch.allclose(student.embeddings.weight, expected, atol=1e-6)

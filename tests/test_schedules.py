@@ -14,7 +14,6 @@ def test_number_is_constant() -> None:
     s = parse_schedule(3)
     assert s == Schedule("constant", 3.0, 3.0)
     assert [s.value_at(p) for p in (0.0, 0.3, 1.0)] == [3.0, 3.0, 3.0]
-    assert s.is_constant
 
 
 def test_numeric_string_is_read_as_number() -> None:

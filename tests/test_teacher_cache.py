@@ -30,16 +30,19 @@ from textdistill.losses import Objective
 from textdistill.models.outputs import FeatureRequest
 from textdistill.models.students import build_student
 from textdistill.models.teacher import load_teacher, load_tokenizer
-from textdistill.training import teacher_cache as tc
 from textdistill.training.distiller import LiveTeacher, model_inputs
-from textdistill.training.teacher_cache import (
-    CachedTeacher,
-    TeacherCache,
-    build_teacher_cache,
-    build_teacher_source,
-    human_bytes,
+from textdistill.training.teacher_cache.build import build_teacher_cache
+from textdistill.training.teacher_cache.cached import CachedTeacher
+from textdistill.training.teacher_cache.dev_eval import EVAL_DIR, teacher_dev_evaluation
+from textdistill.training.teacher_cache.source import build_teacher_source
+from textdistill.training.teacher_cache.spec import (
+    CACHE_DTYPES,
+    cache_fingerprint,
+    prepare_fingerprint,
     teacher_hidden_layers,
 )
+from textdistill.training.teacher_cache.store import CacheInvalid, TeacherCache
+from textdistill.training.teacher_cache.writer import CacheTooLarge, human_bytes
 
 CPU = torch.device("cpu")
 LABELS = LabelMap(("negative", "positive"))
@@ -219,7 +222,7 @@ def test_16bit_storage_is_the_live_output_rounded(setup: Setup, tmp_path: Path, 
     assert cache.dtype == dtype
     live = LiveTeacher(setup.teacher, request, "fp32", CPU)
     cached = CachedTeacher(cache, request, CPU)
-    torch_dtype = tc.CACHE_DTYPES[dtype]
+    torch_dtype = CACHE_DTYPES[dtype]
 
     def rounded(x: torch.Tensor) -> torch.Tensor:
         return x.to(torch_dtype).float()
@@ -326,15 +329,15 @@ def test_fingerprint_mismatch_rebuilds(setup: Setup, tmp_path: Path, monkeypatch
 
 def test_fingerprint_covers_max_length_and_tokenizer_files(setup: Setup, tmp_path: Path) -> None:
     kw = {"request": FeatureRequest(), "device": CPU, "precision": "fp32"}
-    base, *_ = tc.prepare_fingerprint(setup.teacher, [setup.ds], tokenizer_path=setup.teacher_dir, **kw)
+    base, *_ = prepare_fingerprint(setup.teacher, [setup.ds], tokenizer_path=setup.teacher_dir, **kw)
     assert base["max_length"] == 16 and base["tokenizer"] is not None
-    longer, *_ = tc.prepare_fingerprint(
+    longer, *_ = prepare_fingerprint(
         setup.teacher, [setup.ds], tokenizer_path=setup.teacher_dir, max_length=32, **kw
     )
-    assert tc.cache_fingerprint(longer) != tc.cache_fingerprint(base)  # same inputs, other max_length
+    assert cache_fingerprint(longer) != cache_fingerprint(base)  # same inputs, other max_length
     vocab = setup.teacher_dir / "vocab.txt"
     vocab.write_text(vocab.read_text(encoding="utf-8") + "extra\n", encoding="utf-8")
-    edited, *_ = tc.prepare_fingerprint(setup.teacher, [setup.ds], tokenizer_path=setup.teacher_dir, **kw)
+    edited, *_ = prepare_fingerprint(setup.teacher, [setup.ds], tokenizer_path=setup.teacher_dir, **kw)
     assert edited["tokenizer"] != base["tokenizer"]
 
 
@@ -343,9 +346,9 @@ def test_pass_precision_is_bf16_only_where_bf16_is_fast(setup: Setup, monkeypatc
 
     kw = {"request": FeatureRequest(), "device": CPU, "precision": "auto"}
     monkeypatch.setattr(precision, "cpu_supports_fast_bf16", lambda: False)
-    assert tc.prepare_fingerprint(setup.teacher, [setup.ds], **kw)[3] == "fp32"
+    assert prepare_fingerprint(setup.teacher, [setup.ds], **kw)[3] == "fp32"
     monkeypatch.setattr(precision, "cpu_supports_fast_bf16", lambda: True)
-    components, _, _, resolved = tc.prepare_fingerprint(setup.teacher, [setup.ds], **kw)
+    components, _, _, resolved = prepare_fingerprint(setup.teacher, [setup.ds], **kw)
     assert resolved == components["precision"] == "bf16"
 
 
@@ -381,7 +384,7 @@ def test_corrupt_or_partial_cache_is_rebuilt(setup: Setup, tmp_path: Path, monke
     logits = first.read("logits", slice(None)).clone()
     del first
     damage(tmp_path / "c")
-    with pytest.raises(tc.CacheInvalid):
+    with pytest.raises(CacheInvalid):
         TeacherCache.open(tmp_path / "c")
     calls = count_forwards(monkeypatch, setup.teacher)
     rebuilt = build(setup, tmp_path / "c", objective)
@@ -416,7 +419,7 @@ def test_disk_estimate_is_exact_and_checked(setup: Setup, tmp_path: Path, monkey
     assert f"about {human_bytes(written)} on disk" in capsys.readouterr().out
 
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(tc.shutil, "disk_usage", lambda _: usage._replace(free=written))
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=written))
     with pytest.raises(ConfigError, match="teacher.cache_dir") as err:
         build(setup, tmp_path / "d", objective)
     assert f"needs about {human_bytes(written)}" in str(err.value)
@@ -508,12 +511,12 @@ def test_default_auto_caches_and_falls_back_to_live_only_when_it_does_not_fit(
     assert isinstance(build_teacher_source(make_config(setup, tmp_path), *args, quiet=True), CachedTeacher)
 
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(tc.shutil, "disk_usage", lambda _: usage._replace(free=1000))
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=1000))
     elsewhere = tmp_path / "full-disk"
     auto = build_teacher_source(make_config(setup, tmp_path, cache_dir=str(elsewhere)), *args)
     assert isinstance(auto, LiveTeacher)
     assert "teacher cache: not used, the teacher runs live" in capsys.readouterr().out
-    with pytest.raises(tc.CacheTooLarge, match="teacher.cache_dir"):
+    with pytest.raises(CacheTooLarge, match="teacher.cache_dir"):
         build_teacher_source(make_config(setup, tmp_path, cache=True, cache_dir=str(elsewhere)), *args)
     assert not elsewhere.exists()
 
@@ -542,25 +545,21 @@ def test_teacher_dev_evaluation_is_computed_once_then_reused(setup: Setup, tmp_p
     calls: list[int] = []
     dev = _dev(setup)
     cfg = make_config(setup, tmp_path)
-    first = tc.teacher_dev_evaluation(cfg, setup.teacher, dev, "fp32", _scored(setup, calls), quiet=True)
-    (stored,) = (tmp_path / "runs" / ".textdistill-cache" / tc.EVAL_DIR).glob("*.npz")
+    first = teacher_dev_evaluation(cfg, setup.teacher, dev, "fp32", _scored(setup, calls), quiet=True)
+    (stored,) = (tmp_path / "runs" / ".textdistill-cache" / EVAL_DIR).glob("*.npz")
     other_run = replace(cfg, output_dir=str(tmp_path / "runs" / "two"))
-    again = tc.teacher_dev_evaluation(
-        other_run, setup.teacher, dev, "fp32", _scored(setup, calls), quiet=True
-    )
+    again = teacher_dev_evaluation(other_run, setup.teacher, dev, "fp32", _scored(setup, calls), quiet=True)
     assert calls == [1]
     assert again[0] == first[0] and torch.equal(again[1], first[1])
     assert first[1].shape == (len(dev), 2) and first[0]["n"] == len(dev)
 
     # another precision, other weights or other inputs: computed again, stored beside the first
-    tc.teacher_dev_evaluation(cfg, setup.teacher, dev, "bf16", _scored(setup, calls), quiet=True)
+    teacher_dev_evaluation(cfg, setup.teacher, dev, "bf16", _scored(setup, calls), quiet=True)
     other = _dev(setup, seed=4)
-    tc.teacher_dev_evaluation(
-        cfg, setup.teacher, other, "fp32", lambda: (calls.append(1), first)[1], quiet=True
-    )
+    teacher_dev_evaluation(cfg, setup.teacher, other, "fp32", lambda: (calls.append(1), first)[1], quiet=True)
     with torch.no_grad():
         setup.teacher.model.classifier.bias.add_(1.0)
-    tc.teacher_dev_evaluation(cfg, setup.teacher, dev, "fp32", _scored(setup, calls), quiet=True)
+    teacher_dev_evaluation(cfg, setup.teacher, dev, "fp32", _scored(setup, calls), quiet=True)
     assert len(calls) == 4
     assert len(list(stored.parent.glob("*.npz"))) == 4
 
@@ -568,11 +567,9 @@ def test_teacher_dev_evaluation_is_computed_once_then_reused(setup: Setup, tmp_p
     stored.write_bytes(b"garbage")
     with torch.no_grad():
         setup.teacher.model.classifier.bias.sub_(1.0)
-    fixed = tc.teacher_dev_evaluation(cfg, setup.teacher, dev, "fp32", _scored(setup, calls), quiet=True)
+    fixed = teacher_dev_evaluation(cfg, setup.teacher, dev, "fp32", _scored(setup, calls), quiet=True)
     assert len(calls) == 5 and torch.equal(fixed[1], first[1])
-    assert (
-        tc.teacher_dev_evaluation(cfg, setup.teacher, dev, "fp32", lambda: 1 / 0, quiet=True)[0] == first[0]
-    )
+    assert teacher_dev_evaluation(cfg, setup.teacher, dev, "fp32", lambda: 1 / 0, quiet=True)[0] == first[0]
 
 
 def test_teacher_dev_evaluation_without_cache_stores_nothing(setup: Setup, tmp_path: Path) -> None:
@@ -580,7 +577,7 @@ def test_teacher_dev_evaluation_without_cache_stores_nothing(setup: Setup, tmp_p
     dev = _dev(setup)
     cfg = make_config(setup, tmp_path, cache=False)
     for _ in range(2):
-        tc.teacher_dev_evaluation(cfg, setup.teacher, dev, "fp32", _scored(setup, calls), quiet=True)
+        teacher_dev_evaluation(cfg, setup.teacher, dev, "fp32", _scored(setup, calls), quiet=True)
     assert calls == [1, 1]
     assert not (tmp_path / "runs").exists()
 

@@ -7,14 +7,24 @@ traceback. ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
-from collections.abc import Callable
 
 from textdistill.errors import TextDistillError, clip_message
 
 EXIT_USER_ERROR = 2
+
+# Subcommands contributed by other parts of the package, each module's register(subparsers).
+EXTENSIONS = (
+    "textdistill.pipeline.cli",  # run, recipes
+    "textdistill.data.augment.cli",  # augment
+    "textdistill.evaluation.cli",  # benchmark
+    "textdistill.export.cli",  # export onnx
+    "textdistill.provision",  # provision (real pretrained models from PyPI)
+    "textdistill.models.vocab_cli",  # trim-vocab
+)
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -229,21 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=["losses", "students"])
     p.set_defaults(func=cmd_list)
 
-    for register in _extensions():
-        register(sub)
+    for name in EXTENSIONS:
+        importlib.import_module(name).register(sub)
     return parser
-
-
-def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
-    """Subcommands contributed by other parts of the package (augment, run, recipes, benchmark, export)."""
-    out = []
-    try:
-        from textdistill.cli_ext import EXTENSIONS
-
-        out.extend(EXTENSIONS)
-    except ImportError:
-        pass
-    return out
 
 
 def _stop_on_sigterm() -> object:
@@ -291,7 +289,7 @@ def _main(argv: list[str] | None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if getattr(args, "num_processes", None) is not None:
-            from textdistill.training.runner import launch_processes
+            from textdistill.training.launch import launch_processes
 
             status = launch_processes(list(sys.argv[1:] if argv is None else argv), args.num_processes)
             if status is not None:  # None: this process trains (N = 1, or it is one of the N launched)

@@ -80,6 +80,10 @@ class StudentConfig:
     """bilstm: width of the classifier MLP's hidden layer."""
     dropout: float = 0.1
     """bilstm: dropout probability."""
+    case_embedding_dim: int = 0
+    """bilstm, token classification: width of an embedding of each word's casing (lower, Title, UPPER, mixed,
+    digits, ...) fed to the LSTM next to the token embedding; 0 = none. Uncased teachers (MiniLM) lose the
+    capital letters, one of the strongest cues for names; this gives them back to the student."""
 
 
 @dataclass
@@ -153,6 +157,10 @@ class DataConfig:
     label_all_subtokens: bool = False
     """Token tasks: give every sub-token of a word the word's tag (default: only the first sub-token is
     labelled, the others are ignored by losses and metrics)."""
+    entity_mode: str = "lenient"
+    """Token tasks: how entities are matched in evaluation, best-checkpoint selection, eval_results.json and
+    the report. lenient (seqeval's default, conlleval's reading: an I- tag after O starts an entity) |
+    strict (seqeval mode="strict": only well-formed chunks of the scheme count; IOB2 and BIOES only)."""
 
 
 @dataclass

@@ -21,7 +21,8 @@ class Collator:
     - ``token_type_ids`` ``(B, L)`` long, padded with ``pad_token_type_id`` (only when the items have them);
     - ``labels`` ``(B,)`` long class ids, or float32 for regression (float items); ``(B, L)`` long for
       token classification (per sub-token, ``-100`` where unlabelled), with ``token_mask`` / ``word_mask``
-      ``(B, L)`` bool (see :class:`~textdistill.data.token_encoding.TokenEncodedDataset`);
+      ``(B, L)`` bool (see :class:`~textdistill.data.token_encoding.TokenEncodedDataset`) and ``case_ids``
+      ``(B, L)`` long (0 on padding);
     - ``example_ids`` ``(B,)`` long; ``is_original`` ``(B,)`` bool.
 
     Args:
@@ -95,6 +96,8 @@ class Collator:
         for key in ("token_mask", "word_mask"):  # token classification: positions losses / metrics read
             if key in items[0]:
                 batch[key] = _pad_rows([it[key] for it in items], width, 0).bool()
+        if "case_ids" in items[0]:  # token tasks: casing of each sub-token's word (data/word_shape.py)
+            batch["case_ids"] = _pad_rows([it["case_ids"] for it in items], width, 0)
         return batch
 
 

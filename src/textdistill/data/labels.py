@@ -57,22 +57,6 @@ class LabelMap:
         """``{id: name}``, the form HF model configs store."""
         return dict(enumerate(self.names))
 
-    def to_label2id(self) -> dict[str, int]:
-        """``{name: id}``."""
-        return {n: i for i, n in enumerate(self.names)}
-
-    @classmethod
-    def from_id2label(
-        cls, id2label: Mapping[int, str] | Mapping[str, str], source: str = "teacher"
-    ) -> LabelMap:
-        """Build from an HF-style ``id2label`` (keys may be ints or digit strings, as in config.json).
-
-        Raises:
-            DataError: ids that are not exactly ``0..n-1``.
-        """
-        ordered = _ordered_names(id2label)
-        return cls(tuple(ordered), source=source)
-
 
 def _ordered_names(id2label: Mapping[int, str] | Mapping[str, str]) -> list[str]:
     try:

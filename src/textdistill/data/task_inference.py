@@ -28,7 +28,7 @@ import csv
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -132,16 +132,11 @@ class TaskSpec:
         return line
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (run.json, eval_results.json, report.json)."""
+        """JSON-ready form (run.json, eval_results.json, report.json): every field but ``lr``."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "lr"}
         return {
-            "kind": self.kind,
-            "text_column": self.text_column,
-            "text_pair_column": self.text_pair_column,
-            "label_column": self.label_column,
-            "num_labels": self.num_labels,
-            "labels": list(self.labels) if self.labels is not None else None,
-            "metric": self.metric,
-            "logit_term": self.logit_term,
+            **d,
+            "labels": None if self.labels is None else list(self.labels),
             "inferred": list(self.inferred),
         }
 

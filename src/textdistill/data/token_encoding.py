@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from textdistill.data.conll import TokenExample
 from textdistill.data.encoding import IGNORE_INDEX
 from textdistill.data.labels import LabelMap
+from textdistill.data.word_shape import case_ids
 from textdistill.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,9 @@ class TokenEncodedDataset(Dataset):
     Item keys: ``input_ids``, ``token_type_ids`` (when the tokenizer has them), ``label`` (list[int], one per
     sub-token: the tag id at labelled positions, :data:`IGNORE_INDEX` elsewhere and for untagged
     sentences), ``token_mask`` (list[int]: 1 where losses read the position, whether or not a gold tag is
-    known), ``word_mask`` (1 at each word's first sub-token), ``example_id``, ``is_original``.
+    known), ``word_mask`` (1 at each word's first sub-token), ``case_ids`` (the casing of each sub-token's word,
+    :mod:`textdistill.data.word_shape`: the one thing an uncased tokenizer loses), ``example_id``,
+    ``is_original``.
 
     Attributes:
         words: number of words of each sentence; ``word_positions[i][w]`` is the sub-token position of word
@@ -129,6 +132,7 @@ class TokenEncodedDataset(Dataset):
             "label": labels,
             "token_mask": token_mask,
             "word_mask": word_mask,
+            "case_ids": case_ids(example.tokens, word_ids),
             "example_id": example.id,
             "is_original": True,
         }
@@ -153,13 +157,14 @@ def encode_token_task(
     task: Any, train_examples: Sequence[TokenExample], tokenizer: Any, max_length: int, label_all: bool
 ) -> tuple[TokenEncodedDataset, TokenEncodedDataset, TokenEncodedDataset | None]:
     """``(train, dev, test)`` datasets of a token task (test None when there is none); every dataset knows
-    the task's tag scheme (``tag_scheme``), which strict scoring needs."""
+    the task's tag scheme (``tag_scheme``), which strict scoring needs, and ``entity_mode``."""
 
     def encode(examples: Sequence[TokenExample]) -> TokenEncodedDataset:
         ds = TokenEncodedDataset(
             examples, tokenizer, max_length, task.label_map, label_all_subtokens=label_all
         )
         ds.tag_scheme = task.tag_scheme
+        ds.entity_mode = getattr(task, "entity_mode", "lenient")
         return ds
 
     return encode(train_examples), encode(task.dev), encode(task.test) if task.test else None

@@ -27,6 +27,29 @@ log = logging.getLogger(__name__)
 TASKS = ("auto", "sequence_classification", "token_classification", "causal_lm")
 """Values of ``data.task``."""
 
+ENTITY_MODES = ("lenient", "strict")
+"""Values of ``data.entity_mode``."""
+
+STRICT_SCHEMES = ("iob2", "bioes")
+"""Tag schemes strict entity matching is defined for (seqeval's ``IOB2`` and ``IOBES``)."""
+
+
+def strict_scheme_problem(scheme: str | None, where: str) -> str | None:
+    """Why strict entity matching cannot score tags of ``scheme`` (None when it can).
+
+    Strict matching accepts a chunk only when its tags follow the scheme exactly (``B-`` then ``I-`` in IOB2,
+    ``B- I- E-`` / ``S-`` in BIOES). In IOB1 a chunk normally starts with ``I-`` and ``B-`` only separates two
+    adjacent chunks of one type, and BMES is a word-segmentation scheme, so "well-formed" has no agreed
+    meaning there (seqeval's strict mode has no IOB1/BMES scheme either).
+    """
+    if scheme in STRICT_SCHEMES:
+        return None
+    return (
+        f"data.entity_mode=strict: strict entity matching (seqeval mode='strict') is defined for IOB2 and "
+        f"BIOES tags only, but {where} {scheme} tags. Fix: data.entity_mode=lenient, or re-tag the data with "
+        "data.convert_tags=iob2 (or bioes) so the model predicts a scheme strict matching is defined for."
+    )
+
 
 def token_config_problems(d: DataConfig) -> list[str]:
     """Problems with the token-task options of ``data`` (collected with the other config checks)."""
@@ -37,6 +60,15 @@ def token_config_problems(d: DataConfig) -> list[str]:
         problems.append(f"data.tag_scheme: {d.tag_scheme!r} is not one of auto, {', '.join(SCHEMES)}")
     if d.convert_tags is not None and d.convert_tags not in SCHEMES:
         problems.append(f"data.convert_tags: {d.convert_tags!r} is not one of {', '.join(SCHEMES)} (or null)")
+    if d.entity_mode not in ENTITY_MODES:
+        problems.append(f"data.entity_mode: {d.entity_mode!r} is not one of {', '.join(ENTITY_MODES)}")
+    elif d.entity_mode == "strict":
+        # the scheme the model is trained on, where the options alone tell it (auto is checked after reading)
+        known = d.convert_tags or (None if d.tag_scheme == "auto" else d.tag_scheme)
+        known = "iob2" if known == "iob1" and d.convert_tags is None else known
+        problem = strict_scheme_problem(known, "the model would be trained on") if known else None
+        if problem:
+            problems.append(problem)
     if d.task == "token_classification" and d.regression:
         problems.append("data.regression is true but data.task is token_classification; unset one of them")
     if d.task == "token_classification" and d.format in ("tsv", "csv", "hf"):
@@ -132,6 +164,8 @@ def load_token_task(
         d.tag_scheme if d.tag_scheme != "auto" else detect_scheme([e.tags or [] for e in train_r.examples])
     )
     target = d.convert_tags or ("iob2" if scheme == "iob1" else scheme)
+    if d.entity_mode == "strict" and (problem := strict_scheme_problem(target, f"{d.train} gives the model")):
+        raise ConfigError(problem)
     stats: dict[str, Any] = {"task": "token_classification", "tag_scheme": scheme, "trained_scheme": target}
     for name, result in splits:
         if result is None:
@@ -174,7 +208,7 @@ def load_token_task(
     for name, part in (("train", train), ("dev", dev), ("test", test)):
         if name in stats:
             stats[name]["examples"] = len(part)
-    return TokenTaskData(train, dev, test, label_map, stats, tag_scheme=target)
+    return TokenTaskData(train, dev, test, label_map, stats, tag_scheme=target, entity_mode=d.entity_mode)
 
 
 @dataclass
@@ -192,6 +226,7 @@ class TokenTaskData:
     label_map: LabelMap
     stats: dict[str, Any] = field(default_factory=dict)
     tag_scheme: str | None = None
+    entity_mode: str = "lenient"
     regression: bool = False
     token_task: bool = True
 

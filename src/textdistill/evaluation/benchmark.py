@@ -22,17 +22,13 @@ from torch import nn
 from textdistill.data.task_inference import TaskSpec, model_id2label
 from textdistill.errors import ConfigError
 from textdistill.evaluation.cka import cka_matrix, collect_representations
-from textdistill.evaluation.compression import (
-    compression_ratio,
-    count_parameters,
-    flops_per_example,
-    size_on_disk,
-)
+from textdistill.evaluation.compression import compression_ratio, flops_per_example, size_on_disk
 from textdistill.evaluation.eval_data import EvalData, infer_eval_task, model_tokenizer, read_labelled
 from textdistill.evaluation.metrics import agreement, agreement_measure
 from textdistill.evaluation.report import slug, write_report
 from textdistill.evaluation.speed import environment, measure_onnx, measure_torch, torch_threads
 from textdistill.evaluation.token_bench import evaluate_any
+from textdistill.models.io import count_parameters
 from textdistill.models.outputs import HIDDEN_STATES
 from textdistill.training.precision import cpu_supports_fast_bf16
 
@@ -85,6 +81,7 @@ def run_benchmark(
     metric: str | None = None,
     speed: bool = True,
     announce: bool = False,
+    entity_mode: str = "lenient",
 ) -> dict[str, Any]:
     """Benchmark a teacher and its students on a labelled data file, and write the report to ``out_dir``.
 
@@ -114,6 +111,7 @@ def run_benchmark(
         seed, plots: seed of the subsets; draw the PNG plots.
         metric, speed, announce: the report's task metric (None: inferred, as in training); time latency
             and throughput (False: quality and size only, much faster); print the task line on stderr.
+        entity_mode: token classification: entity matching, lenient or strict (IOB2/BIOES models only).
 
     Returns:
         The results dict (schema in :mod:`textdistill.evaluation.report`), also written as
@@ -123,7 +121,7 @@ def run_benchmark(
         ConfigError: bad benchmark settings.
         DataError / ModelError: unreadable data or models (messages name the file and the fix).
     """
-    _check_settings(batch_size, speed_examples, repeats, max_examples, threads, gpu)
+    _check_settings(batch_size, speed_examples, repeats, max_examples, threads, gpu, entity_mode)
     (out := Path(out_dir)).mkdir(parents=True, exist_ok=True)
     n_threads = int(threads if threads is not None else torch.get_num_threads())
     use_gpu = torch.cuda.is_available() if gpu is None else bool(gpu)
@@ -138,6 +136,7 @@ def run_benchmark(
     settings = _Settings(n_threads, use_bf16, use_gpu, onnx, spec.regression, 0, speed_kw, out / "onnx")
     settings.speed = speed
     encode_kw = dict(max_length=max_length, batch_size=batch_size, speed_examples=speed_examples, seed=seed)
+    encode_kw.update(entity_mode=entity_mode)  # token tasks only (TokenEvalData)
     bench = _load(teacher_dir, student_dirs, data_path, read_kw, encode_kw)
     settings.flops_len = max(1, round(sum(bench.data[0].lengths) / bench.num_examples))
     task = _task_record(data_path, bench, settings, max_length, speed_examples, batch_size, spec)
@@ -170,6 +169,7 @@ def _task_record(
         "examples": bench.num_examples,
         "regression": regression,
         "metric": "entity_f1" if _is_token(bench) else spec.metric,
+        **({"entity_mode": bench.data[0].dataset.entity_mode} if _is_token(bench) else {}),
         "spec": spec.to_dict(),
         "agreement": agreement_measure(regression),
         "labels": None if bench.label_map is None else list(bench.label_map.names),
@@ -195,6 +195,7 @@ def _check_settings(
     max_examples: int | None,
     threads: int | None,
     gpu: bool | None,
+    entity_mode: str = "lenient",
 ) -> None:
     """Every bad benchmark setting at once (ConfigError)."""
     if gpu and not torch.cuda.is_available():
@@ -207,6 +208,8 @@ def _check_settings(
         problems.append(f"max_examples must be at least 1 (or None for all), got {max_examples}.")
     if threads is not None and threads < 1:
         problems.append(f"threads must be at least 1 (or None), got {threads}.")
+    if entity_mode not in ("lenient", "strict"):
+        problems.append(f"entity_mode must be lenient or strict, got {entity_mode!r}.")
     if problems:
         raise ConfigError(problems)
 
@@ -248,7 +251,8 @@ def _load(
     def encode(tokenizer: Any) -> EvalData:
         regression = read_kw["regression"]
         kind = TokenEvalData if token else EvalData
-        return kind(examples, tokenizer, label_map=label_map, regression=regression, **encode_kw)  # type: ignore[return-value]
+        kw = encode_kw if token else {k: v for k, v in encode_kw.items() if k != "entity_mode"}
+        return kind(examples, tokenizer, label_map=label_map, regression=regression, **kw)  # type: ignore[return-value]
 
     teacher_data = encode(teacher_tok)
     data: list[EvalData] = [teacher_data]

@@ -106,30 +106,6 @@ def cka_matrix(teacher_reps: Sequence[torch.Tensor], student_reps: Sequence[torc
     return out
 
 
-def layer_cka(
-    teacher_hidden: Sequence[torch.Tensor],
-    student_hidden: Sequence[torch.Tensor],
-    mask: torch.Tensor,
-    *,
-    pooling: str = "tokens",
-) -> torch.Tensor:
-    """Teacher-layers x student-layers CKA matrix on one batch of hidden states.
-
-    Args:
-        teacher_hidden: ``num_teacher_layers + 1`` tensors ``(B, L, Ht)`` (embeddings first, as in
-            :class:`~textdistill.models.outputs.ModelOutputs`).
-        student_hidden: ``num_student_layers + 1`` tensors ``(B, L, Hs)`` of the same batch.
-        mask: ``(B, L)`` attention mask shared by both (same tokenization).
-        pooling: rows used per layer, see :func:`pool_hidden` (default: every real token).
-
-    Returns:
-        ``(len(teacher_hidden), len(student_hidden))`` CKA matrix.
-    """
-    t = [pool_hidden(h, mask, pooling) for h in teacher_hidden]
-    s = [pool_hidden(h, mask, pooling) for h in student_hidden]
-    return cka_matrix(t, s)
-
-
 def collect_representations(
     model: nn.Module,
     batches: Iterable[Mapping[str, Any]],

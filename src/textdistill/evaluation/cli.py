@@ -85,6 +85,12 @@ def register(subparsers: Any) -> None:
         help="task metric of the report and retention (default: inferred, as train.metric is)",
     )
     s.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    s.add_argument(
+        "--entity-mode",
+        choices=["lenient", "strict"],
+        default="lenient",
+        help="token classification: entity matching, lenient (seqeval default) or strict (IOB2/BIOES models)",
+    )
     p.set_defaults(func=cmd_benchmark)
 
 
@@ -110,6 +116,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         speed=not args.no_speed,
         metric=args.metric,
         announce=True,
+        entity_mode=args.entity_mode,
         **data_kwargs(args),
     )
     with open(results["files"]["markdown"], encoding="utf-8") as f:

@@ -14,19 +14,9 @@ from pathlib import Path
 from torch import nn
 
 from textdistill.errors import ModelError
-from textdistill.models.io import count_parameters
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".data")
 """File endings counted as weights by :func:`size_on_disk` (ONNX external data included)."""
-
-__all__ = [
-    "compression_ratio",
-    "count_parameters",
-    "flops_per_example",
-    "recurrent_flops",
-    "size_on_disk",
-    "transformer_flops",
-]
 
 
 def size_on_disk(path: str | os.PathLike[str]) -> dict[str, int]:

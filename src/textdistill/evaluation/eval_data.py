@@ -79,7 +79,8 @@ def read_labelled(
     Raises:
         DataError: unreadable file, unknown labels, or no examples.
     """
-    from textdistill.data import check_labels, read_examples, resolve_label_map
+    from textdistill.data.labels import check_labels, resolve_label_map
+    from textdistill.data.readers import read_examples
 
     read = read_examples(
         data_path,
@@ -165,7 +166,7 @@ class EvalData:
         speed_examples: int,
         seed: int,
     ):
-        from textdistill.data import EncodedDataset
+        from textdistill.data.encoding import EncodedDataset
 
         dataset = EncodedDataset(examples, tokenizer, max_length, label_map, regression=regression)
         self._batch(dataset, tokenizer, batch_size, speed_examples, seed)
@@ -174,7 +175,8 @@ class EvalData:
         """The attributes above, from the encoded ``dataset``."""
         from torch.utils.data import Subset
 
-        from textdistill.data import Collator, make_loader
+        from textdistill.data.collate import Collator
+        from textdistill.data.samplers import make_loader
 
         self.tokenizer = tokenizer
         collator = Collator.for_tokenizer(tokenizer)

@@ -20,6 +20,7 @@ from torch import nn
 
 from textdistill.data.encoding import IGNORE_INDEX
 from textdistill.errors import DataError
+from textdistill.models.outputs import extra_inputs
 
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "mcc", "f1")
 """Classification metrics; ``f1`` (positive-class F1) is reported only when every id is 0 or 1."""
@@ -292,6 +293,7 @@ def torch_predictor(
                 input_ids=batch["input_ids"].to(dev),
                 attention_mask=batch["attention_mask"].to(dev),
                 token_type_ids=tt.to(dev) if tt is not None else None,
+                **extra_inputs(model, batch, dev),
             )
         return out.logits.float().cpu()
 

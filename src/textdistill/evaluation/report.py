@@ -32,6 +32,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -190,8 +191,9 @@ def _header(results: dict[str, Any], metric: str) -> list[str]:
     env = results.get("environment") or {}
     out = []
     if task:
+        mode = f" ({task['entity_mode']} entity matching)" if task.get("entity_mode") else ""
         out += [
-            f"Data: `{task.get('data', '-')}`, {task.get('examples', '-')} examples, metric **{metric}**; "
+            f"Data: `{task.get('data', '-')}`, {task.get('examples', '-')} examples, metric **{metric}**{mode}; "
             f"sequence length mean {_fmt(task.get('seq_len_mean'), '.1f')} / max {task.get('seq_len_max', '-')} "
             f"tokens; FLOPs at {task.get('flops_seq_len', '-')} tokens.",
             "",
@@ -372,7 +374,7 @@ def _plot_curves(name: str, rows: list[dict[str, float]], path: Path) -> bool:
     train_keys = [k for k in ("loss", "lr") if any(k in r for r in rows)]
     # eval/n is the example count, not a score: it would flatten every curve on a shared axis
     eval_keys = sorted({k for r in rows for k in r if k.startswith("eval/") and k != "eval/n"})
-    panels = [k for k in train_keys] + (["eval"] if eval_keys else [])
+    panels = train_keys + (["eval"] if eval_keys else [])
     if not panels:
         return False
     fig = _new_figure(4.0 * len(panels), 3.5)
@@ -429,27 +431,18 @@ def write_report(
             log.warning(note)
         else:
             targets: list[tuple[str, Path, Any]] = [
-                ("tradeoff", out / "tradeoff.png", lambda p: _plot_tradeoff(results, p))
+                ("tradeoff", out / "tradeoff.png", partial(_plot_tradeoff, results))
             ]
             for name, entry in (results.get("cka") or {}).items():
                 targets.append(
-                    (
-                        f"cka {name}",
-                        out / f"cka_{slug(name)}.png",
-                        lambda p, n=name, e=entry: _plot_cka(n, e, p),
-                    )
+                    (f"cka {name}", out / f"cka_{slug(name)}.png", partial(_plot_cka, name, entry))
                 )
             for m in results.get("models") or []:
                 log_path = find_metrics_jsonl(m.get("dir"))
                 if log_path is not None:
-                    rows = read_metrics_jsonl(log_path)
-                    targets.append(
-                        (
-                            f"training {m['name']}",
-                            out / f"curves_{slug(str(m['name']))}.png",
-                            lambda p, n=str(m["name"]), r=rows: _plot_curves(n, r, p),
-                        )
-                    )
+                    name = str(m["name"])
+                    curves = partial(_plot_curves, name, read_metrics_jsonl(log_path))
+                    targets.append((f"training {name}", out / f"curves_{slug(name)}.png", curves))
             for label, path, draw in targets:
                 if draw(path):
                     written[label] = path

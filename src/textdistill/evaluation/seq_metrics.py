@@ -147,9 +147,11 @@ def collect_word_logits(predict: Any, batches: Iterable[Mapping[str, Any]]) -> d
 
 
 def score_word_logits(
-    by_id: Mapping[int, torch.Tensor], dataset: Any, *, mode: str = "lenient", scheme: str | None = None
+    by_id: Mapping[int, torch.Tensor], dataset: Any, *, mode: str | None = None, scheme: str | None = None
 ) -> tuple[dict[str, float], torch.Tensor]:
     """Entity metrics of a :class:`~textdistill.data.token_encoding.TokenEncodedDataset` from word logits.
+
+    ``mode`` and ``scheme`` default to the dataset's ``entity_mode`` (else lenient) and ``tag_scheme``.
 
     Returns:
         ``(metrics, logits)``: :func:`flat_metrics` over the labelled sentences (``{"n": 0}`` without
@@ -167,6 +169,8 @@ def score_word_logits(
     logits = torch.cat(ordered) if ordered else torch.zeros(0, len(names))
     if not gold:
         return {"n": 0}, logits
+    mode = mode or getattr(dataset, "entity_mode", None) or "lenient"
+    scheme = scheme or getattr(dataset, "tag_scheme", None)
     return flat_metrics(entity_report(gold, pred, mode=mode, scheme=scheme), len(gold)), logits
 
 
@@ -177,12 +181,12 @@ def evaluate_token_model(
     *,
     device: str | torch.device | None = None,
     autocast_dtype: torch.dtype | None = None,
-    mode: str = "lenient",
+    mode: str | None = None,
 ) -> tuple[dict[str, float], torch.Tensor]:
     """Evaluate a token-classification model on ``dataset`` (batches from ``loader``), in eval mode.
 
     Returns:
-        As :func:`score_word_logits`.
+        As :func:`score_word_logits` (``mode`` None: the dataset's ``entity_mode``).
     """
     from textdistill.evaluation.metrics import torch_predictor
 
@@ -193,5 +197,4 @@ def evaluate_token_model(
         by_id = collect_word_logits(predict, loader)
     finally:
         model.train(was_training)
-    scheme = getattr(dataset, "tag_scheme", None)
-    return score_word_logits(by_id, dataset, mode=mode, scheme=scheme)
+    return score_word_logits(by_id, dataset, mode=mode)

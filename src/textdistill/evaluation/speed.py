@@ -27,6 +27,7 @@ from torch import nn
 
 from textdistill.errors import ConfigError
 from textdistill.evaluation.environment import bf16_support, cpu_model, environment  # noqa: F401 (re-exported)
+from textdistill.models.outputs import extra_inputs
 from textdistill.training.precision import autocast, resolve_precision
 
 
@@ -235,6 +236,7 @@ def measure_torch(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
                 token_type_ids=batch.get("token_type_ids"),
+                **extra_inputs(model, batch),
             ).logits
 
     sync = torch.cuda.synchronize if dev.type == "cuda" else None

@@ -53,13 +53,15 @@ class TokenEvalData(EvalData):
         batch_size: int,
         speed_examples: int,
         seed: int,
+        entity_mode: str = "lenient",
         **_: Any,
     ):
         from textdistill.data.token_encoding import TokenEncodedDataset
-        from textdistill.evaluation.token_eval import model_scheme
+        from textdistill.evaluation.token_eval import model_scheme, strict_checked
 
         self.dataset = TokenEncodedDataset(examples, tokenizer, max_length, label_map)
         self.dataset.tag_scheme = model_scheme(label_map.names)
+        self.dataset.entity_mode = strict_checked(entity_mode, self.dataset.tag_scheme)
         self._batch(self.dataset, tokenizer, batch_size, speed_examples, seed)
 
 

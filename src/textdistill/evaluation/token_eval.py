@@ -22,6 +22,20 @@ def model_scheme(names: tuple[str, ...] | list[str]) -> str:
     return "bioes" if prefixes & {"E", "S"} else "iob2"
 
 
+def strict_checked(mode: str, scheme: str) -> str:
+    """``mode``, after checking that strict entity matching is defined for the model's tag ``scheme``.
+
+    Raises:
+        ConfigError: strict matching of a model that outputs IOB1 or BMES tags.
+    """
+    from textdistill.data.token_task import strict_scheme_problem
+    from textdistill.errors import ConfigError
+
+    if mode == "strict" and (problem := strict_scheme_problem(scheme, "the model outputs")):
+        raise ConfigError(problem.replace("data.entity_mode=strict", "entity mode strict", 1))
+    return mode
+
+
 def read_for_model(data: Any, id2label: dict[int, str], **read_options: Any) -> tuple[Any, LabelMap]:
     """Read a tagged file (:func:`~textdistill.data.conll.read_token_file` with ``read_options``), re-tag it
     in the model's scheme and check every tag against the model's; returns the read result and the tags.
@@ -48,9 +62,10 @@ def evaluate_token_file(
     *,
     batch_size: int = 128,
     precision: str = "auto",
-    mode: str = "lenient",
+    mode: str | None = None,
 ) -> dict[str, float]:
-    """Entity metrics (:mod:`~textdistill.evaluation.seq_metrics`) of ``model`` on the tagged file ``data``."""
+    """Entity metrics (:mod:`~textdistill.evaluation.seq_metrics`) of ``model`` on the tagged file ``data``,
+    entities matched as ``mode`` says (default ``cfg.entity_mode``)."""
     from textdistill.data.token_encoding import TokenEncodedDataset
     from textdistill.evaluation.metrics import command_line_evaluation
     from textdistill.evaluation.seq_metrics import evaluate_token_model
@@ -67,6 +82,7 @@ def evaluate_token_file(
     )
     ds = TokenEncodedDataset(result.examples, tokenizer, cfg.max_length, label_map)
     ds.tag_scheme = model_scheme(label_map.names)
+    ds.entity_mode = strict_checked(mode or cfg.entity_mode, ds.tag_scheme)
     metrics, _ = command_line_evaluation(
         model,
         ds,
@@ -75,6 +91,5 @@ def evaluate_token_file(
         precision=precision,
         score=evaluate_token_model,
         dataset=ds,
-        mode=mode,
     )
     return metrics

@@ -100,9 +100,6 @@ class ExportResult:
         for key in ("out_dir", "onnx_path", "int8_path"):
             d[key] = None if d[key] is None else str(d[key])
         d["checked_shapes"] = [list(s) for s in self.checked_shapes]
-        d["dev_metrics"] = {k: dict(v) for k, v in self.dev_metrics.items()}
-        d["agreement"] = dict(self.agreement)
-        d["sizes"] = dict(self.sizes)
         return d
 
 
@@ -131,6 +128,7 @@ def onnx_input_names(model: nn.Module) -> list[str]:
         takes = "token_type_ids" in inspect.signature(hf.forward).parameters
         if takes and int(getattr(hf.config, "type_vocab_size", 0) or 0) > 1:
             names.append("token_type_ids")
+    names += list(getattr(model, "extra_input_names", ()))  # e.g. a casing BiLSTM student's case_ids
     return names
 
 
@@ -155,6 +153,7 @@ class _LogitsGraph(nn.Module):
             input_ids=kwargs["input_ids"],
             attention_mask=kwargs["attention_mask"],
             token_type_ids=kwargs.get("token_type_ids"),
+            **{k: v for k, v in kwargs.items() if k not in ("input_ids", "attention_mask", "token_type_ids")},
         ).logits
 
 
@@ -231,7 +230,7 @@ def _trimmed_single(batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return {
         k: torch.as_tensor(v)[:1, :n]
         for k, v in batch.items()
-        if k in INPUT_NAMES and v is not None and torch.as_tensor(v).ndim == 2
+        if k in (*INPUT_NAMES, "case_ids") and v is not None and torch.as_tensor(v).ndim == 2
     }
 
 

@@ -87,7 +87,8 @@ class _HiddenTerm(LossTerm):
         return []
 
     def pair_loss(self, hs: torch.Tensor, ht: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The loss of one projected pair (default: :func:`token_mse`)."""
+        return token_mse(hs, ht, mask)
 
     def compute(
         self, student: ModelOutputs, teacher: ModelOutputs, batch: dict, progress: float
@@ -125,9 +126,6 @@ class EmbeddingMSE(_HiddenTerm):
     def select_pairs(cls, params: dict[str, Any], layer_map: LayerMap | None) -> tuple[tuple[int, int], ...]:
         return ((0, 0),)
 
-    def pair_loss(self, hs: torch.Tensor, ht: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return token_mse(hs, ht, mask)
-
 
 @register_term
 class HiddenMSE(_HiddenTerm):
@@ -154,9 +152,6 @@ class HiddenMSE(_HiddenTerm):
         if params["include_embeddings"]:
             return layer_map.hidden_pairs
         return tuple((s, t) for s, t in layer_map.hidden_pairs if s > 0 and t > 0)
-
-    def pair_loss(self, hs: torch.Tensor, ht: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return token_mse(hs, ht, mask)
 
 
 @register_term

@@ -154,10 +154,6 @@ class Objective(nn.Module):
             out = out.merge(term.feature_request("teacher"))
         return out
 
-    def weights_at(self, progress: float) -> dict[str, float]:
-        """Each term's weight at training ``progress`` (for logging)."""
-        return {n: w.value_at(progress) for n, w in zip(self.names, self.weights)}
-
     def forward(
         self,
         student_out: ModelOutputs,

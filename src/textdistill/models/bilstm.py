@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from textdistill.data.word_shape import NUM_CASE_IDS
 from textdistill.errors import ModelError
 from textdistill.models.outputs import LOGITS, FeatureRequest, ModelInfo, ModelOutputs
 
@@ -35,6 +36,10 @@ class BiLSTMConfig:
         dropout: dropout on embeddings, between LSTM layers and in the MLP.
         pad_token_id: embedding row of the padding token (kept at zero gradient).
         id2label: label names by id.
+        case_embedding_dim: token classification: width of an embedding of each sub-token's casing
+            (:mod:`textdistill.data.word_shape`), concatenated to the token embedding; 0 = none. The model
+            then takes ``case_ids`` as an input (``extra_input_names``).
+        num_case_ids: rows of the casing embedding.
     """
 
     vocab_size: int
@@ -47,6 +52,8 @@ class BiLSTMConfig:
     dropout: float = 0.1
     pad_token_id: int = 0
     id2label: dict[int, str] = field(default_factory=dict)
+    case_embedding_dim: int = 0
+    num_case_ids: int = NUM_CASE_IDS
 
     def to_dict(self) -> dict:
         """JSON-ready dict (label ids become strings, as JSON keys must)."""
@@ -79,8 +86,13 @@ class BiLSTMClassifier(nn.Module):
         self.embeddings = nn.Embedding(
             config.vocab_size, config.embedding_dim, padding_idx=config.pad_token_id
         )
+        self.case_embeddings = (
+            nn.Embedding(config.num_case_ids, config.case_embedding_dim, padding_idx=0)
+            if config.case_embedding_dim > 0
+            else None
+        )
         self.lstm = nn.LSTM(
-            config.embedding_dim,
+            config.embedding_dim + config.case_embedding_dim,
             config.lstm_hidden,
             num_layers=config.lstm_layers,
             batch_first=True,
@@ -106,6 +118,12 @@ class BiLSTMClassifier(nn.Module):
         """The label map."""
         return dict(self.config.id2label)
 
+    @property
+    def extra_input_names(self) -> tuple[str, ...]:
+        """Batch keys this model reads beyond ``input_ids``/``attention_mask`` (``case_ids`` with a casing
+        embedding); callers pass them as keyword arguments."""
+        return ("case_ids",) if self.case_embeddings is not None else ()
+
     def get_input_embeddings(self) -> nn.Embedding:
         """The token embedding table, as on HF models."""
         return self.embeddings
@@ -116,6 +134,7 @@ class BiLSTMClassifier(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
         features: FeatureRequest | None = None,
+        case_ids: torch.Tensor | None = None,
     ) -> ModelOutputs:
         """Classify right-padded token sequences.
 
@@ -124,12 +143,15 @@ class BiLSTMClassifier(nn.Module):
             attention_mask: ``(B, L)`` 1 for real tokens then 0 for padding (right padding).
             token_type_ids: ignored (accepted so batches for HF models fit as they are).
             features: must ask for logits only.
+            case_ids: ``(B, L)`` casing ids (:mod:`textdistill.data.word_shape`); required by a model with a
+                casing embedding, ignored otherwise.
 
         Returns:
-            ModelOutputs with ``logits`` ``(B, C)`` and ``attention_mask``.
+            ModelOutputs with ``logits`` ``(B, C)`` (``(B, L, C)`` with pooling ``none``) and ``attention_mask``.
 
         Raises:
-            ModelError: when features beyond logits are requested, or the mask is not right padding.
+            ModelError: when features beyond logits are requested, the mask is not right padding, or a
+                casing model gets no ``case_ids``.
         """
         if features is not None and not features.is_empty():
             extra = sorted(features.features() - {LOGITS})
@@ -144,7 +166,16 @@ class BiLSTMClassifier(nn.Module):
             raise ModelError("the BiLSTM student needs right-padded batches (attention_mask = 1...1 0...0).")
         # pack_padded_sequence rejects empty sequences; an all-padding row is read as its first token.
         lengths = lengths.clamp(min=1)
-        emb = self.dropout(self.embeddings(input_ids))
+        emb = self.embeddings(input_ids)
+        if self.case_embeddings is not None:
+            if case_ids is None:
+                raise ModelError(
+                    "this BiLSTM student reads the casing of each word (case_embedding_dim="
+                    f"{self.config.case_embedding_dim}) but got no case_ids. Fix: feed it batches of "
+                    "textdistill's token datasets (TokenEncodedDataset + Collator), which carry them."
+                )
+            emb = torch.cat([emb, self.case_embeddings(case_ids.to(input_ids.device))], dim=-1)
+        emb = self.dropout(emb)
         packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
         packed_out, (h_n, _) = self.lstm(packed)
         if self.config.pooling == "none":  # token classification: the MLP reads every position

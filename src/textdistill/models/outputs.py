@@ -154,3 +154,16 @@ class ModelInfo:
     vocab_size: int
     num_labels: int
     capabilities: frozenset[str] = ALL_FEATURES
+
+
+def extra_inputs(model: torch.nn.Module, batch: dict, device: torch.device | None = None) -> dict:
+    """The batch entries ``model`` reads beyond ``input_ids`` / ``attention_mask`` / ``token_type_ids``
+    (its ``extra_input_names``, e.g. ``case_ids`` of a BiLSTM token student with a casing embedding), as
+    keyword arguments; empty for every other model. Looks through a DDP wrapper (``module``)."""
+    inner = getattr(model, "module", model)
+    out = {}
+    for name in getattr(inner, "extra_input_names", ()):
+        if name in batch:
+            value = batch[name]
+            out[name] = value.to(device) if device is not None and torch.is_tensor(value) else value
+    return out

@@ -29,7 +29,8 @@ from textdistill.registry import Registry
 
 
 class StudentBuilder(Protocol):
-    """What every registered student type provides."""
+    """What every registered student type provides (``info`` and ``build`` are called with options that
+    ``validate`` accepted: :func:`student_info` and :func:`build_student` check first)."""
 
     def validate(self, cfg: StudentConfig, teacher_info: ModelInfo) -> list[str]:
         """Every problem with ``cfg`` for this teacher, one line each (empty: valid)."""
@@ -256,7 +257,6 @@ class TruncateBuilder:
         return problems
 
     def info(self, cfg: StudentConfig, teacher_info: ModelInfo, num_labels: int) -> ModelInfo:
-        _raise_if_invalid(self, cfg, teacher_info)
         return replace(
             teacher_info, num_layers=len(self._layers(cfg, teacher_info.num_layers)), num_labels=num_labels
         )
@@ -264,7 +264,6 @@ class TruncateBuilder:
     def build(
         self, cfg: StudentConfig, teacher: HFClassifier, num_labels: int, id2label: dict[int, str] | None
     ) -> nn.Module:
-        _raise_if_invalid(self, cfg, teacher.info)
         layers = self._layers(cfg, teacher.info.num_layers)
         config = copy.deepcopy(teacher.config)
         config.num_hidden_layers = len(layers)  # DistilBERT maps this alias onto n_layers
@@ -338,7 +337,6 @@ class ShrinkBuilder:
         return problems
 
     def info(self, cfg: StudentConfig, teacher_info: ModelInfo, num_labels: int) -> ModelInfo:
-        _raise_if_invalid(self, cfg, teacher_info)
         layers, hidden, heads, _ = shrink_sizes(cfg, teacher_info)
         return replace(
             teacher_info, num_layers=layers, hidden_size=hidden, num_heads=heads, num_labels=num_labels
@@ -347,7 +345,6 @@ class ShrinkBuilder:
     def build(
         self, cfg: StudentConfig, teacher: HFClassifier, num_labels: int, id2label: dict[int, str] | None
     ) -> nn.Module:
-        _raise_if_invalid(self, cfg, teacher.info)
         layers, hidden, heads, intermediate = shrink_sizes(cfg, teacher.info)
         config = copy.deepcopy(teacher.config)
         # Attribute aliases map these names onto DistilBERT's n_layers / dim / n_heads.
@@ -390,6 +387,9 @@ class BiLSTMBuilder:
             or not 0 <= cfg.dropout < 1
         ):
             problems.append(f"student.dropout must be a probability in [0, 1), got {cfg.dropout!r}")
+        dim = cfg.case_embedding_dim
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
+            problems.append(f"student.case_embedding_dim must be an integer >= 0 (0 = none), got {dim!r}")
         return problems
 
     def _config(
@@ -406,16 +406,15 @@ class BiLSTMBuilder:
             dropout=float(cfg.dropout),
             pad_token_id=pad,
             id2label=_labels(num_labels, id2label),
+            case_embedding_dim=cfg.case_embedding_dim,
         )
 
     def info(self, cfg: StudentConfig, teacher_info: ModelInfo, num_labels: int) -> ModelInfo:
-        _raise_if_invalid(self, cfg, teacher_info)
         return bilstm_info(self._config(cfg, teacher_info.vocab_size, num_labels, None, 0))
 
     def build(
         self, cfg: StudentConfig, teacher: HFClassifier, num_labels: int, id2label: dict[int, str] | None
     ) -> nn.Module:
-        _raise_if_invalid(self, cfg, teacher.info)
         teacher_emb = teacher.model.get_input_embeddings().weight
         pad = getattr(teacher.config, "pad_token_id", None)
         config = self._config(cfg, teacher_emb.shape[0], num_labels, id2label, 0 if pad is None else int(pad))
@@ -423,6 +422,11 @@ class BiLSTMBuilder:
 
         if is_token_config(teacher.config):
             config.pooling = "none"  # a token teacher: one prediction per token
+        elif config.case_embedding_dim:
+            raise ModelError(
+                f"student.case_embedding_dim={config.case_embedding_dim} needs a token-classification task "
+                "(the casing of each word comes with token datasets). Fix: set it to 0 for sentence tasks."
+            )
         student = BiLSTMClassifier(config)
         if cfg.init_embeddings_from_teacher:
             with torch.no_grad():
@@ -438,12 +442,6 @@ for _name, _builder in (
     ("bilstm", BiLSTMBuilder()),
 ):
     STUDENTS.register(_name)(_builder)
-
-
-def _raise_if_invalid(builder: StudentBuilder, cfg: StudentConfig, teacher_info: ModelInfo) -> None:
-    problems = builder.validate(cfg, teacher_info)
-    if problems:
-        raise ConfigError(problems)
 
 
 def validate_student(cfg: StudentConfig, teacher_info: ModelInfo) -> list[str]:

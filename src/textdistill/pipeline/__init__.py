@@ -11,32 +11,6 @@ General distillation on a plain-text corpus lives in :mod:`textdistill.pipeline.
 it needs torch).
 """
 
-from textdistill.pipeline.fingerprint import dir_fingerprint, file_fingerprint, stage_fingerprint
-from textdistill.pipeline.recipe import resolve_pipeline
-from textdistill.pipeline.recipe_format import (
-    Recipe,
-    ResolvedPipeline,
-    ResolvedStage,
-    load_recipe,
-    recipe_from_dict,
-    split_arguments,
-)
-from textdistill.pipeline.runner import PipelineResult, StageResult, plan_pipeline, read_state, run_pipeline
+from textdistill.pipeline.runner import run_pipeline
 
-__all__ = [
-    "PipelineResult",
-    "Recipe",
-    "ResolvedPipeline",
-    "ResolvedStage",
-    "StageResult",
-    "dir_fingerprint",
-    "file_fingerprint",
-    "load_recipe",
-    "plan_pipeline",
-    "read_state",
-    "recipe_from_dict",
-    "resolve_pipeline",
-    "run_pipeline",
-    "split_arguments",
-    "stage_fingerprint",
-]
+__all__ = ["run_pipeline"]

@@ -113,7 +113,9 @@ def describe_recipe(recipe: Any) -> str:
             init = f"from {student['from']}"
         else:
             init = str(student.get("type", "pretrained"))
-        cond = f"when {s.when}" if s.when else (f"unless {s.unless}" if s.unless else "")
+        cond = " ".join(
+            [f"when {', '.join(s.when)}"] * bool(s.when) + [f"unless {', '.join(s.unless)}"] * bool(s.unless)
+        )
         lines.append(
             f"  {s.name:<{width}}  {s.mode:<8}  student: {init:<24}  objective: {names}  {cond}".rstrip()
         )

@@ -14,7 +14,8 @@ A recipe::
     stages:                         # run in this order
       - name: general
         mode: general               # finetune | distill | general
-        when: corpus                # run only when params.corpus is set (`unless:` is the opposite)
+        when: corpus                # run only when params.corpus is set (`unless:` is the opposite;
+                                    # a list: when every one / unless any one is set)
         teacher: {path: "${params.teacher}"}
         student: {type: shrink, num_layers: "${params.student_layers}"}
         data: {train: "${params.corpus}"}

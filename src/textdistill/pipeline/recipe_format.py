@@ -61,16 +61,17 @@ class StageSpec:
         mode: finetune | distill | general.
         sections: the stage's Config sections (teacher, student, data, objective, train) and ``augment``.
         description: one line for ``textdistill recipes``.
-        when: name of a parameter; the stage runs only when it is set (not null, empty or false).
-        unless: name of a parameter; the stage runs only when it is not set.
+        when: names of parameters; the stage runs only when every one is set (not null, empty or false).
+            The recipe may write one name or a list.
+        unless: names of parameters; the stage runs only when none of them is set.
     """
 
     name: str
     mode: str
     sections: dict[str, Any]
     description: str = ""
-    when: str | None = None
-    unless: str | None = None
+    when: list[str] = field(default_factory=list)
+    unless: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -310,14 +311,12 @@ def _parse_stage(
     for key in raw:
         if key not in STAGE_KEYS:
             problems.append(_section_problem(where, key))
+    conditions: dict[str, list[str]] = {}
     for key in ("when", "unless"):
-        value = raw.get(key)
-        if value is not None and value not in params:
-            problems.append(
-                f"{where}.{key}: {value!r} is not a parameter of this recipe (parameters: "
-                f"{', '.join(params) or 'none'}){_did_you_mean(value, list(params))}"
-            )
-            ok = False
+        names, bad = _condition_names(raw.get(key), f"{where}.{key}", params)
+        conditions[key] = names
+        problems += bad
+        ok = ok and not bad
     if not ok:
         return None
     sections = {k: copy.deepcopy(v) for k, v in raw.items() if k in SECTIONS or k == "augment"}
@@ -326,9 +325,25 @@ def _parse_stage(
         mode=mode,
         sections=sections,
         description=str(raw.get("description") or ""),
-        when=raw.get("when"),
-        unless=raw.get("unless"),
+        when=conditions["when"],
+        unless=conditions["unless"],
     )
+
+
+def _condition_names(value: Any, where: str, params: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """A stage's ``when``/``unless``: one parameter name or a list of them -> (names, problems)."""
+    if value is None:
+        return [], []
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(v, str) for v in items):
+        return [], [f"{where}: expected a parameter name or a list of parameter names, got {value!r}"]
+    problems = [
+        f"{where}: {v!r} is not a parameter of this recipe (parameters: "
+        f"{', '.join(params) or 'none'}){_did_you_mean(v, list(params))}"
+        for v in items
+        if v not in params
+    ]
+    return list(items), problems
 
 
 def split_arguments(items: list[str]) -> tuple[dict[str, Any], list[str]]:

@@ -149,11 +149,13 @@ def _check_references(recipe: Recipe, problems: list[str]) -> None:
 
 
 def _disabled_reason(stage: StageSpec, values: dict[str, Any]) -> str:
-    """Why ``stage`` does not run (its ``when``/``unless`` parameter), or "" when it runs."""
-    if stage.when is not None and not _is_set(values.get(stage.when)):
-        return f"when: {stage.when} (params.{stage.when} is not set)"
-    if stage.unless is not None and _is_set(values.get(stage.unless)):
-        return f"unless: {stage.unless} (params.{stage.unless} is set)"
+    """Why ``stage`` does not run (its ``when``/``unless`` parameters), or "" when it runs."""
+    for name in stage.when:
+        if not _is_set(values.get(name)):
+            return f"when: {name} (params.{name} is not set)"
+    for name in stage.unless:
+        if _is_set(values.get(name)):
+            return f"unless: {name} (params.{name} is set)"
     return ""
 
 

@@ -310,9 +310,6 @@ def _file_sizes(run_dir: Path, names: Iterable[str]) -> dict[str, int]:
     return {n: (run_dir / n).stat().st_size if (run_dir / n).is_file() else 0 for n in names}
 
 
-_free_space = free_space
-
-
 def save_checkpoint(
     distiller: Distiller,
     run_dir: str | Path,
@@ -428,7 +425,7 @@ def _write_checkpoint(
         if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
             raise CheckpointError(
                 f"no space left on the device holding {root} while writing checkpoint step-{step} "
-                f"({_free_space(root)} free now); {kept}. Free disk space or lower train.keep_checkpoints."
+                f"({free_space(root)} free now); {kept}. Free disk space or lower train.keep_checkpoints."
                 f"{hint}"
             ) from e
         raise CheckpointError(

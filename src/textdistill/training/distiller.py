@@ -38,7 +38,7 @@ from torch import nn
 
 from textdistill.config.schema import TrainConfig
 from textdistill.errors import TextDistillError
-from textdistill.models.outputs import FeatureRequest, ModelOutputs
+from textdistill.models.outputs import FeatureRequest, ModelOutputs, extra_inputs
 from textdistill.training.optim import build_optimizer, build_scheduler
 from textdistill.training.precision import autocast, resolve_precision
 from textdistill.training.schedules import training_progress
@@ -346,7 +346,11 @@ class Distiller:
             with self._no_sync(i < len(micros) - 1):
                 teacher_out = self.teacher(micro) if self.teacher is not None else None
                 with autocast(self.device, self.precision):
-                    student_out = self.student(**model_inputs(micro), features=self.student_request)
+                    student_out = self.student(
+                        **model_inputs(micro),
+                        **extra_inputs(self.student, micro),
+                        features=self.student_request,
+                    )
                 loss, terms = self.objective(student_out.float(), teacher_out, micro, progress)
                 # Scale by the micro-batch's share of the global batch so accumulated gradients equal the
                 # full batch's; DDP then averages over the processes, which the factor `world` undoes (with

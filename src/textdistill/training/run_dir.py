@@ -232,6 +232,7 @@ def write_run_report(
         # the run's task metric (resolved into train.metric when the run started); "last" is no metric
         metric=metric or (cfg.train.metric if cfg.train.metric != "last" else None),
         seed=cfg.train.seed,
+        entity_mode=d.entity_mode,
     )
     if not quiet:
         print(f"textdistill: report {out / 'report.md'}")

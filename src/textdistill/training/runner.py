@@ -46,7 +46,6 @@ from textdistill.training.callbacks import (
 )
 from textdistill.training.checkpoint import Checkpoint, CheckpointSaver, preserved_rng, restore_checkpoint
 from textdistill.training.distiller import Callback, Distiller, TeacherSource, TrainState
-from textdistill.training.launch import free_port, launch_command, launch_processes  # noqa: F401
 from textdistill.training.precision import autocast_dtype, resolve_precision
 from textdistill.training.run_dir import (
     environment,
@@ -67,7 +66,7 @@ from textdistill.training.task_hooks import (
     check_model,
     update_labels,
 )
-from textdistill.training.teacher_cache import teacher_dev_evaluation
+from textdistill.training.teacher_cache.dev_eval import teacher_dev_evaluation
 
 
 @dataclass
@@ -458,7 +457,7 @@ def _teacher_source(run: _Run, data: _Data, models: _Models, loop: _Loop) -> Tea
     if models.teacher is None:
         return None
     models.teacher.to(loop.device)
-    from textdistill.training.teacher_cache import build_teacher_source
+    from textdistill.training.teacher_cache.source import build_teacher_source
 
     # Only the training data goes into the cache: it is keyed by example id, and dev ids overlap train's.
     # With several processes the build is collective: each runs the teacher on its share of the data.
@@ -651,6 +650,8 @@ def _final_results(
         best_model = load_student(out.model_dir).to(loop.device)
         dev_metrics, student_dev_logits = loop.evaluate(best_model, data.dev)
     results: dict[str, Any] = {"dev": dev_metrics, "best_step": state.best_step}
+    if data.task.token_task:  # how the entity metrics below matched entities (data.entity_mode)
+        results["entity_mode"] = getattr(data.task, "entity_mode", "lenient")
     if run.spec is not None:
         results.update(metric=run.spec.metric, task=run.spec.to_dict())
         who = "the student" if run.mode == "distill" else "the fine-tuned model"

@@ -61,11 +61,6 @@ class Schedule:
         """A schedule that is ``value`` throughout."""
         return cls("constant", float(value), float(value))
 
-    @property
-    def is_constant(self) -> bool:
-        """True when the value never changes."""
-        return self.kind == "constant" or self.start == self.end
-
     def value_at(self, progress: float) -> float:
         """The value at training progress ``progress`` (clamped to ``[0, 1]``)."""
         p = min(max(float(progress), 0.0), 1.0)

@@ -30,7 +30,9 @@ def evaluate_sharded(
     all processes are gathered, rows are kept once per example id (so a sampler that pads shards with
     repeated items cannot count an example twice) and sorted by id, and the metrics are computed on exactly
     the dataset's examples, the same on every process. With ``world == 1`` this is
-    :func:`~textdistill.evaluation.metrics.evaluate_model` over ``loader(dataset)``.
+    :func:`~textdistill.evaluation.metrics.evaluate_model` over ``loader(dataset)``. Token-classification
+    datasets are split the same way, their per-sentence word logits gathered and the entity metrics
+    computed once over all sentences (:func:`_evaluate_token_sharded`).
 
     Args:
         model: a model following the ModelOutputs forward contract (not DDP-wrapped: no collective runs in
@@ -54,16 +56,7 @@ def evaluate_sharded(
     from textdistill.evaluation.metrics import compute_metrics, evaluate_model, torch_predictor
 
     if getattr(dataset, "token_task", False):  # entity-level metrics (evaluation/seq_metrics.py)
-        from textdistill.evaluation.seq_metrics import evaluate_token_model
-
-        if world > 1:
-            raise DataError(
-                "token-classification evaluation runs in one process; run token tasks without "
-                "--num-processes (data-parallel evaluation of token tasks is not implemented)"
-            )
-        return evaluate_token_model(
-            model, loader(dataset), dataset, device=device, autocast_dtype=autocast_dtype
-        )
+        return _evaluate_token_sharded(model, dataset, loader, device, autocast_dtype, rank, world)
 
     if world <= 1:
         return evaluate_model(
@@ -103,3 +96,50 @@ def evaluate_sharded(
         return {"n": 0}, all_logits
     all_labels = np.concatenate([p[1] for p in parts])[first]
     return compute_metrics(all_logits, all_labels, regression=regression), all_logits
+
+
+def _evaluate_token_sharded(
+    model: nn.Module,
+    dataset: Any,
+    loader: Callable[[Any], Iterable[dict[str, Any]]],
+    device: torch.device | str | None,
+    autocast_dtype: torch.dtype | None,
+    rank: int,
+    world: int,
+) -> tuple[dict[str, float], torch.Tensor]:
+    """Token classification: process ``rank`` predicts the sentences ``rank, rank + world, ...``; the word
+    logits of every sentence (keyed by example id) are gathered from all processes, and the entity metrics
+    are computed once on the whole dataset (:func:`~textdistill.evaluation.seq_metrics.score_word_logits`),
+    the same on every process and equal to a single-process evaluation."""
+    from torch.utils.data import Subset
+
+    from textdistill.evaluation.metrics import torch_predictor
+    from textdistill.evaluation.seq_metrics import (
+        collect_word_logits,
+        evaluate_token_model,
+        score_word_logits,
+    )
+
+    if world <= 1:
+        return evaluate_token_model(
+            model, loader(dataset), dataset, device=device, autocast_dtype=autocast_dtype
+        )
+    shard = Subset(dataset, range(rank, len(dataset), world))
+    was_training = model.training
+    model.eval()
+    try:
+        predict = torch_predictor(model, device=device, autocast_dtype=autocast_dtype)
+        local = collect_word_logits(predict, loader(shard) if len(shard) else [])
+    finally:
+        model.train(was_training)
+    by_id: dict[int, torch.Tensor] = {}
+    for part in all_gather_objects({k: v.numpy() for k, v in local.items()}):
+        for ident, rows in part.items():
+            by_id.setdefault(int(ident), torch.from_numpy(rows))  # an id seen twice is counted once
+    missing = {int(dataset[i]["example_id"]) for i in range(len(dataset))} - set(by_id)
+    if missing:
+        raise DataError(
+            f"distributed token evaluation lost {len(missing)} sentence(s) (e.g. id {min(missing)}); every "
+            "sentence must reach one process. Fix: evaluate with the run's own loader."
+        )
+    return score_word_logits(by_id, dataset)

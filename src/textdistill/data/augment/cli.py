@@ -1,6 +1,6 @@
 """Command line of augmentation: ``textdistill augment --data train.tsv --out train_aug.tsv ...``.
 
-:func:`add_augment_parser` adds the ``augment`` subcommand to the main CLI's subparsers (its handler is
+:func:`register` adds the ``augment`` subcommand to the main CLI's subparsers (its handler is
 :func:`augment_cli`); :func:`main` runs it standalone (``python -m textdistill.data.augment``).
 """
 
@@ -90,8 +90,8 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def add_augment_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``augment`` subcommand to the main CLI.
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``augment`` subcommand to the main CLI (the hook of ``textdistill.cli.EXTENSIONS``).
 
     Args:
         subparsers: the object returned by ``ArgumentParser.add_subparsers()``.
@@ -158,11 +158,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TextDistillError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-
-
-__all__ = ["add_augment_parser", "augment_cli", "config_from_args", "main"]
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Hook for ``textdistill.cli_ext``: adds ``textdistill augment``."""
-    add_augment_parser(subparsers)

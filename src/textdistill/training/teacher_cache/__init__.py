@@ -37,7 +37,7 @@ them. For the ``(heads, n, n)`` maps of short sequences storing the map is small
 (``heads * n^2 < 2 * n * W`` while ``n < 2 * d_head``), so Q/K are stored only when the objective asks for
 Q/K/V anyway.
 
-Fingerprint (:func:`cache_fingerprint`): a SHA-256 over
+Fingerprint (:func:`.spec.cache_fingerprint`): a SHA-256 over
 
 * the teacher's weights: the bytes, dtypes, shapes and names of every tensor of the *loaded* model's
   ``state_dict`` (rather than the weight files' bytes or their size + mtime: the loaded tensors are what
@@ -62,57 +62,3 @@ Example:
     >>> source = CachedTeacher(cache, objective.teacher_request(), device)
     >>> teacher_out = source(batch)  # ModelOutputs, float32, shaped like the live teacher's
 """
-
-import shutil  # noqa: F401  (tests patch ``teacher_cache.shutil.disk_usage``)
-
-from textdistill.models.hooks import probs_from_scores
-from textdistill.training.teacher_cache.build import build_teacher_cache, shard_rows
-from textdistill.training.teacher_cache.cached import CachedHiddenStates, CachedTeacher
-from textdistill.training.teacher_cache.dev_eval import EVAL_DIR, dataset_inputs_hash, teacher_dev_evaluation
-from textdistill.training.teacher_cache.source import (
-    DEFAULT_ROOT_NAME,
-    build_teacher_source,
-    default_cache_root,
-    find_compatible_cache,
-)
-from textdistill.training.teacher_cache.spec import (
-    CACHE_DTYPES,
-    FORMAT_VERSION,
-    CacheSpec,
-    cache_fingerprint,
-    prepare_fingerprint,
-    teacher_hidden_layers,
-    tokenizer_hash,
-    weights_hash,
-)
-from textdistill.training.teacher_cache.store import META, CacheInvalid, TeacherCache
-from textdistill.training.teacher_cache.writer import CacheTooLarge, check_disk_space, human_bytes
-
-__all__ = [
-    "CACHE_DTYPES",
-    "DEFAULT_ROOT_NAME",
-    "EVAL_DIR",
-    "FORMAT_VERSION",
-    "META",
-    "CacheInvalid",
-    "CacheSpec",
-    "CacheTooLarge",
-    "CachedHiddenStates",
-    "CachedTeacher",
-    "TeacherCache",
-    "build_teacher_cache",
-    "build_teacher_source",
-    "cache_fingerprint",
-    "check_disk_space",
-    "dataset_inputs_hash",
-    "default_cache_root",
-    "find_compatible_cache",
-    "human_bytes",
-    "prepare_fingerprint",
-    "probs_from_scores",
-    "shard_rows",
-    "teacher_dev_evaluation",
-    "teacher_hidden_layers",
-    "tokenizer_hash",
-    "weights_hash",
-]

@@ -80,6 +80,8 @@ def teacher_dev_evaluation(
         "inputs": dataset_inputs_hash(dataset),
         "precision": precision,
     }
+    if getattr(dataset, "token_task", False):  # entity metrics depend on the matching mode
+        components["entity_mode"] = getattr(dataset, "entity_mode", "lenient")
     path = default_cache_root(cfg) / EVAL_DIR / f"{cache_fingerprint(components)}.npz"
     if path.is_file():
         try:
