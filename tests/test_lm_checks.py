@@ -74,12 +74,12 @@ def test_every_problem_at_once_before_weights_load(setup, no_weights):
         setup,
         f"data.train={setup / 'long.jsonl'}",
         f"teacher.store_topk={V + 5}",
-        "objective.0.name=hidden_mse",
+        "objective.0.name=attention_mse",
         "train.metric=accuracy",
     )
     text = "\n".join(found)
     assert len(found) == 4, found
-    assert "'hidden_mse' is not a causal-LM term" in text and "lm_kl" in text
+    assert "'attention_mse' is not a causal-LM term" in text and "lm_kl" in text
     assert f"between 1 and the teacher's vocabulary size {V}" in text
     assert "data.train: long.jsonl:1: the prompt is 41 tokens, but max_length is 16" in text
     assert "train.metric: 'accuracy' does not apply" in text

@@ -94,7 +94,7 @@ def test_warm_store_trains_a_pretrained_student_without_loading_the_teacher(setu
     monkeypatch.setattr("textdistill.models.causal_lm.load_causal_lm", refuse)
     second = run_training(
         cfg(setup, "second", "teacher.store_topk=4", "student.type=pretrained", f"student.path={first.model_dir}",
-            "student.layers=null"),
+            "student.layers=null", "lm.samples=0"),
         quiet=True,
     )  # fmt: skip
     assert second.details["teacher_store_warm"] is True

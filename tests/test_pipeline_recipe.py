@@ -308,7 +308,7 @@ def test_structural_problems(tmp_path):
         "params.x.deflt: unknown key; did you mean 'default'?",
         "defaults.output_dir: set by the pipeline",
         "defaults.trian: unknown section; did you mean 'train'?",
-        "stages.a.mode: 'distil' is not one of finetune, distill, general; did you mean 'distill'?",
+        "stages.a.mode: 'distil' is not one of finetune, distill, general, generate; did you mean 'distill'?",
         "stages.a.when: 'nope' is not a parameter of this recipe",
         "stages.a.name: stage name 'a' is used twice",
         "stages.a.output_dir: set by the pipeline",

@@ -158,7 +158,7 @@ def test_compact_defaults_to_a_trimmed_bilstm_with_teacher_pca_embeddings(fixtur
     student = stage.config.student
     assert (student.type, student.vocab, student.glove) == ("bilstm", "auto", None)
     assert (student.embedding_dim, student.lstm_hidden, student.init_embeddings_from_teacher) == (
-        50,
+        100,
         300,
         True,
     )

@@ -78,6 +78,13 @@ def test_casing_bilstm_student_trains_saves_loads_and_reads_the_casing(ner, tmp_
     assert evaluate_dir(res.model_dir, ner["dev"])["entity_f1"] == pytest.approx(res.dev_metrics["entity_f1"])
     out = export_dir(res.model_dir, tmp_path / "onnx", ner["dev"])  # case_ids is an input of the graph
     assert out.max_abs_diff <= 1e-4
+    from textdistill.evaluation.benchmark import run_benchmark
+
+    bench = run_benchmark(
+        ner["teacher"], [res.model_dir], ner["dev"], out_dir=tmp_path / "bench", speed_examples=4,
+        latency_examples=2, warmup=0, repeats=1, plots=False, bf16=False, gpu=False, cka=False,
+    )  # fmt: skip
+    assert all(e["speed"]["throughput_eps"] > 0 for e in bench["entries"])  # latency and throughput timed
 
 
 def test_casing_is_refused_for_a_sentence_task(tmp_path):

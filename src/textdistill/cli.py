@@ -24,6 +24,7 @@ EXTENSIONS = (
     "textdistill.export.cli",  # export onnx
     "textdistill.provision",  # provision (real pretrained models from PyPI)
     "textdistill.models.vocab_cli",  # trim-vocab
+    "textdistill.training.lm_generate_cli",  # generate-responses (sequence-level KD)
 )
 
 

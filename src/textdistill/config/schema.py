@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from textdistill.config.augment import AugmentConfig
+from textdistill.config.lm import LMConfig
 
 
 @dataclass
@@ -263,6 +264,8 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     """Data augmentation of the training set (TinyBERT / Tang et al.); augmented rows get the teacher's
     soft labels only (hard-label terms skip them)."""
+    lm: LMConfig = field(default_factory=LMConfig)
+    """Causal-LM generation: on-policy distillation (GKD), ``mode: generate`` stages, report samples."""
     report: bool = True
     """distill: write report.md / report.json / plots for the student at the end of the run: size,
     compression, the task metric, retention and agreement on the whole dev set (seconds)."""

@@ -101,7 +101,7 @@ def split_examples(batches: Sequence[Mapping[str, Any]]) -> list[dict[str, torch
         batches: collated batches with ``input_ids``, ``attention_mask`` and optional ``token_type_ids``.
 
     Returns:
-        One dict per example with ``input_ids``, ``attention_mask`` (and ``token_type_ids``), each
+        One dict per example with ``input_ids``, ``attention_mask`` (and ``token_type_ids``, ``case_ids``), each
         ``(1, L_i)`` where ``L_i`` is the example's real length.
     """
     out = []
@@ -110,8 +110,9 @@ def split_examples(batches: Sequence[Mapping[str, Any]]) -> list[dict[str, torch
         for row, n in enumerate(lengths):
             n = max(int(n), 1)
             ex = {k: batch[k][row : row + 1, :n] for k in ("input_ids", "attention_mask")}
-            if batch.get("token_type_ids") is not None:
-                ex["token_type_ids"] = batch["token_type_ids"][row : row + 1, :n]
+            for key in ("token_type_ids", "case_ids"):  # case_ids: token tasks (data/word_shape.py)
+                if batch.get(key) is not None:
+                    ex[key] = batch[key][row : row + 1, :n]
             out.append(ex)
     return out
 

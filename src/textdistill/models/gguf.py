@@ -57,9 +57,11 @@ def load_gguf(gguf_path: str | Path) -> tuple[torch.nn.Module, Any]:
     if not path.is_file():
         raise ModelError(f"GGUF file {str(path)!r} does not exist; {GGUF_FIX}")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(path.parent), gguf_file=path.name, trust_remote_code=False
+        )
         model = AutoModelForCausalLM.from_pretrained(
-            str(path.parent), gguf_file=path.name, dtype=torch.float32
+            str(path.parent), gguf_file=path.name, dtype=torch.float32, trust_remote_code=False
         )
     except ImportError as exc:
         raise ModelError(f"cannot read GGUF file {str(path)!r}: {exc}; pip install gguf") from exc
@@ -121,7 +123,9 @@ def gguf_to_hf(
     out.mkdir(parents=True, exist_ok=True)
     plain.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
-    reloaded = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+    reloaded = AutoModelForCausalLM.from_pretrained(
+        str(out), dtype=torch.float32, trust_remote_code=False
+    ).eval()
     ids = tokenizer(prompt, return_tensors="pt")
     with torch.inference_mode():
         diff = (reloaded(**ids).logits - model(**ids).logits).abs().max().item()

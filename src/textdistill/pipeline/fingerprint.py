@@ -77,7 +77,7 @@ def stage_fingerprint(
     """The fingerprint of one stage.
 
     Args:
-        mode: finetune | distill | general.
+        mode: finetune | distill | general | generate.
         config: the stage's canonical config mapping (upstream outputs symbolic, see the module docstring).
         augment: the stage's augmentation settings, or None.
         upstream: ``{stage name: fingerprint}`` of every stage whose output this stage reads.

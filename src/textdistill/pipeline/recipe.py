@@ -13,7 +13,7 @@ A recipe::
       train: {lr: 5.0e-5}
     stages:                         # run in this order
       - name: general
-        mode: general               # finetune | distill | general
+        mode: general               # finetune | distill | general | generate
         when: corpus                # run only when params.corpus is set (`unless:` is the opposite;
                                     # a list: when every one / unless any one is set)
         teacher: {path: "${params.teacher}"}
@@ -134,7 +134,7 @@ def resolve_pipeline(
                 enabled=enabled[stage.name],
                 reason=reasons[stage.name],
                 run_dir=run_dir,
-                model_dir=run_dir / "model",
+                model_dir=run_dir / ("responses.jsonl" if stage.mode == "generate" else "model"),
             )
             resolved.append(rs)
             if not rs.enabled or not static_ok:
@@ -258,10 +258,8 @@ def _augment_config(where: str, mode: str, raw: Any, problems: list[str]) -> Aug
         return None
     from textdistill.config.augment import AugmentConfig
 
-    if mode == "general":
-        problems.append(
-            f"{where}.augment: augmentation applies to labelled task data, not to a general stage"
-        )
+    if mode in ("general", "generate"):
+        problems.append(f"{where}.augment: augmentation applies to labelled task data, not to a {mode} stage")
         return None
     if isinstance(raw, dict) and isinstance(raw.get("ngram_range"), list):
         raw = {**raw, "ngram_range": tuple(raw["ngram_range"])}
@@ -328,7 +326,8 @@ def _inputs(
         except TextDistillError:
             files = []  # validate_general reports the bad path
     elif cfg.data.format != "hf":
-        files = [p for p in (cfg.data.train, cfg.data.dev, cfg.data.test) if p]
+        # an upstream stage's output (a generate stage's responses) is covered by that stage's fingerprint
+        files = [p for p in (cfg.data.train, cfg.data.dev, cfg.data.test) if p and p not in outputs]
     models = []
     if mode != "finetune" and cfg.teacher.path:
         models.append(cfg.teacher.path)

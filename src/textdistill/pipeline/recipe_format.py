@@ -19,8 +19,8 @@ from textdistill.errors import ConfigError
 if TYPE_CHECKING:
     from textdistill.config.augment import AugmentConfig
 
-MODES = ("finetune", "distill", "general")
-SECTIONS = ("teacher", "student", "data", "objective", "train")
+MODES = ("finetune", "distill", "general", "generate")
+SECTIONS = ("teacher", "student", "data", "objective", "train", "lm")
 STAGE_KEYS = ("name", "mode", "description", "when", "unless", *SECTIONS, "augment")
 RECIPE_KEYS = ("description", "paper", "params", "defaults", "stages")
 SHAPE_KEYS = ("num_layers", "hidden_size", "num_heads", "intermediate_size")
@@ -58,8 +58,8 @@ class StageSpec:
 
     Attributes:
         name: unique name; the stage's run directory is ``<output_dir>/<name>``.
-        mode: finetune | distill | general.
-        sections: the stage's Config sections (teacher, student, data, objective, train) and ``augment``.
+        mode: finetune | distill | general | generate.
+        sections: the stage's Config sections (teacher, student, data, objective, train, lm) and ``augment``.
         description: one line for ``textdistill recipes``.
         when: names of parameters; the stage runs only when every one is set (not null, empty or false).
             The recipe may write one name or a list.
@@ -97,11 +97,12 @@ class ResolvedStage:
 
     Attributes:
         name: the stage name.
-        mode: finetune | distill | general.
+        mode: finetune | distill | general | generate.
         enabled: False when its ``when``/``unless`` parameter switches it off.
         reason: why it is disabled (empty when enabled).
         run_dir: ``<output_dir>/<name>``.
-        model_dir: ``<run_dir>/model``, what ``${stages.<name>.output}`` refers to.
+        model_dir: ``<run_dir>/model``, what ``${stages.<name>.output}`` refers to (a ``generate`` stage:
+            ``<run_dir>/responses.jsonl``, the teacher's responses, a later stage's ``data.train``).
         config: the stage's Config (None when disabled).
         canonical: the config as a mapping, upstream outputs symbolic and cosmetic keys removed (hashed).
         augment: the stage's augmentation settings (None: no augmentation).

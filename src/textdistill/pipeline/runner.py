@@ -116,6 +116,8 @@ def _write_state(output_dir: Path, state: dict[str, Any]) -> None:
 def _has_model(model_dir: Path) -> bool:
     from textdistill.models.io import BILSTM_CONFIG
 
+    if model_dir.suffix == ".jsonl":  # a generate stage's output: the responses file
+        return model_dir.is_file()
     return (model_dir / "config.json").is_file() or (model_dir / BILSTM_CONFIG).is_file()
 
 
@@ -341,7 +343,8 @@ def _run_stage(
     resume = step.action == "resume"
     try:
         # The pipeline owns its stage directories: a re-run replaces the previous one.
-        if stage.run_dir.exists() and not resume:
+        # A generate stage keeps its directory: its partial responses file resumes by its own fingerprint.
+        if stage.run_dir.exists() and not resume and stage.mode != "generate":
             shutil.rmtree(stage.run_dir)
         cfg = stage.config
         if cfg is None:
@@ -350,6 +353,10 @@ def _run_stage(
             cfg = _augment(out, stage, cfg, quiet)
         if stage.mode == "general":
             result = run_general(cfg, quiet=quiet)
+        elif stage.mode == "generate":
+            from textdistill.training.lm_generate import run_generate_stage
+
+            result = run_generate_stage(cfg, stage.model_dir, quiet=quiet)
         else:
             result = run_training(cfg, stage.mode, quiet=quiet, resume=resume)
     except BaseException as e:
@@ -358,8 +365,8 @@ def _run_stage(
         rec.update(status=status, error=f"{type(e).__name__}: {e}", ended=time.time())
         _write_state(out, state)
         raise
-    metrics: dict[str, Any] = {"dev": result.dev_metrics}
-    if result.test_metrics:
+    metrics: dict[str, Any] = {"dev": result.dev_metrics or {}}
+    if getattr(result, "test_metrics", None):  # causal-LM and generate results have none
         metrics["test"] = result.test_metrics
     rec.update(status="finished", ended=time.time(), seconds=round(time.time() - started, 1), metrics=metrics)
     _write_state(out, state)

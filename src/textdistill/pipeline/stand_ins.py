@@ -64,6 +64,10 @@ class _Validator:
             cfg,
             teacher=replace(cfg.teacher, path=swap(cfg.teacher.path)),
             student=replace(cfg.student, path=swap(cfg.student.path)),
+            # a generate stage's responses file, read by a later stage as its data
+            data=replace(
+                cfg.data, train=swap(cfg.data.train), dev=swap(cfg.data.dev), test=swap(cfg.data.test)
+            ),
             # A fresh directory: the pipeline itself owns and replaces the stage's run directory.
             output_dir=str(self.tmp / "runs" / rs.name),
         )
@@ -73,6 +77,15 @@ class _Validator:
                 from textdistill.pipeline.general import validate_general
 
                 validate_general(vcfg)
+            elif rs.mode == "generate":
+                from textdistill.training.lm_generate import generate_stage_problems
+
+                if generate_stage_problems(vcfg):
+                    raise ConfigError(generate_stage_problems(vcfg))
+            elif _is_causal_lm(vcfg):
+                from textdistill.training.lm_runner import validate_lm_run
+
+                validate_lm_run(vcfg, rs.mode)
             else:
                 from textdistill.config.validate import validate_config
 
@@ -94,6 +107,12 @@ class _Validator:
         self._write_stand_in(rs, vcfg)
 
     def _write_stand_in(self, rs: ResolvedStage, vcfg: Config) -> None:
+        if rs.mode == "generate":  # its output is a responses file: a one-line stand-in of that format
+            d = self.tmp / "stand-ins" / rs.name
+            d.mkdir(parents=True, exist_ok=True)
+            (d / rs.model_dir.name).write_text('{"prompt": "a prompt", "response": "a response"}\n')
+            self.stand_ins[str(rs.model_dir)] = d / rs.model_dir.name
+            return
         try:
             predicted = predict_output_config(rs.mode, vcfg, self.hf_config)
         except (TextDistillError, TypeError, ValueError, AttributeError):
@@ -181,3 +200,9 @@ def predict_output_config(mode: str, cfg: Config, load: Callable[..., Any]) -> A
         return None
     out.architectures = [arch]
     return out
+
+
+def _is_causal_lm(cfg: Config) -> bool:
+    from textdistill.training.lm_runner import is_causal_lm_run
+
+    return is_causal_lm_run(cfg)
