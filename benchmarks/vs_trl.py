@@ -23,7 +23,9 @@ steps, batch size, AdamW (betas 0.9/0.999, eps 1e-8, weight decay 0), learning r
   teacher's distribution and the data), same steps;
 * ``td_live`` (only when asked for with ``--sides``): textdistill with the teacher live in memory over the full
   vocabulary (``teacher.store_topk=null``), otherwise as ``td_warm``: separates the effect of the top-k store
-  from the rest.
+  from the rest;
+* ``trl_default`` (only when asked for): ``trl`` with TRL's own default ``gradient_checkpointing=True``
+  (``trl`` turns it off, as textdistill does not recompute activations).
 
 Loss normalisation differs and is not changed: TRL averages over all loss tokens of a batch, textdistill
 averages per example, then over examples. Every student is then evaluated by the same code
@@ -55,7 +57,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-SIDES = ("td_cold", "td_warm", "trl", "data_only", "td_mix", "td_live")
+SIDES = ("td_cold", "td_warm", "trl", "data_only", "td_mix", "td_live", "trl_default")
 DEFAULT_SIDES = SIDES[:5]
 
 
@@ -143,7 +145,9 @@ def td_worker(args: argparse.Namespace, paths: dict[str, str], side: str) -> dic
     }
 
 
-def trl_worker(args: argparse.Namespace, paths: dict[str, str]) -> dict[str, Any]:
+def trl_worker(
+    args: argparse.Namespace, paths: dict[str, str], checkpointing: bool = False
+) -> dict[str, Any]:
     import trl
     from datasets import Dataset
     from torch.utils.data import SequentialSampler
@@ -163,13 +167,13 @@ def trl_worker(args: argparse.Namespace, paths: dict[str, str]) -> dict[str, Any
         def _get_train_sampler(self, *a, **k):
             return SequentialSampler(self.train_dataset)
 
-    out = Path(args.work) / "trl"
+    out = Path(args.work) / ("trl_default" if checkpointing else "trl")
     config = GKDConfig(
         output_dir=str(out / "trainer"), max_steps=args.steps, per_device_train_batch_size=args.batch,
         learning_rate=args.lr, weight_decay=0.0, warmup_steps=args.warmup, lr_scheduler_type="linear",
         max_grad_norm=1.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, bf16=True, use_cpu=True,
         seed=args.seed, data_seed=args.seed, lmbda=0.0, beta=0.0, temperature=1.0, seq_kd=False,
-        max_length=args.max_length, gradient_checkpointing=False, report_to="none", save_strategy="no",
+        max_length=args.max_length, gradient_checkpointing=checkpointing, report_to="none", save_strategy="no",
         logging_steps=20, dataloader_num_workers=0, disable_tqdm=True,
     )  # fmt: skip
     student = AutoModelForCausalLM.from_pretrained(paths["student_init"], dtype=torch.float32)
@@ -197,7 +201,10 @@ def worker(args: argparse.Namespace) -> None:
     """One side in this process; prints its result as the last line of stdout."""
     paths = json.loads(args.paths)
     side = args.worker
-    res = trl_worker(args, paths) if side == "trl" else td_worker(args, paths, side)
+    if side.startswith("trl"):
+        res = trl_worker(args, paths, checkpointing=side == "trl_default")
+    else:
+        res = td_worker(args, paths, side)
     res["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     res["threads"] = torch.get_num_threads()
     print("RESULT " + json.dumps(res), flush=True)
@@ -342,6 +349,7 @@ LABELS = {
     "data_only": "data only (lm_ce, no teacher)",
     "td_mix": "textdistill, store warm, 0.5 lm_kl + 0.5 lm_ce",
     "td_live": "textdistill, live teacher (full vocabulary)",
+    "trl_default": "TRL GKDTrainer as above, TRL's default gradient checkpointing on",
 }
 
 

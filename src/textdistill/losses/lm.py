@@ -142,9 +142,10 @@ def topk_buckets(log_q_full: torch.Tensor, topk: TokenTopK) -> tuple[torch.Tenso
     """
     ids = topk.ids.long()
     log_q_top = log_q_full.gather(-1, ids)
-    outside = torch.ones_like(log_q_full, dtype=torch.bool).scatter(-1, ids, False)
-    # logsumexp over the tokens outside the top-k: exactly -inf (floored) when k = V.
-    log_q_rest = torch.logsumexp(log_q_full.masked_fill(~outside, -math.inf), dim=-1)
+    # logsumexp over the tokens outside the top-k: exactly -inf (floored) when k = V. The top-k entries are
+    # overwritten with -inf in one out-of-place scatter (no (..., V) boolean masks: this runs every step over
+    # the whole vocabulary, and the masks cost as much as the logsumexp itself).
+    log_q_rest = torch.logsumexp(log_q_full.scatter(-1, ids, -math.inf), dim=-1)
     log_p = torch.cat([topk.logprobs.float(), topk.rest_logmass.float().unsqueeze(-1)], dim=-1)
     log_q = torch.cat([log_q_top, log_q_rest.unsqueeze(-1)], dim=-1)
     return _floor(log_p), _floor(log_q)
@@ -155,6 +156,11 @@ def _positions(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     x = x[:, :-1]
     keep = mask.reshape(mask.shape + (1,) * (x.dim() - mask.dim()))
     return torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def _tempered(z: torch.Tensor, tau: float) -> torch.Tensor:
+    """``z / tau``; ``z`` itself at tau = 1 (a (B, L, V) pass and its backward saved, same values)."""
+    return z if tau == 1.0 else z / tau
 
 
 def distribution_pair(
@@ -172,7 +178,7 @@ def distribution_pair(
             f"causal-LM losses need (B, L, V) student logits, got shape {tuple(zs.shape)}; "
             "for sequence classification use kd_kl"
         )
-    log_q = torch.log_softmax(_positions(zs, mask) / tau, dim=-1)
+    log_q = torch.log_softmax(_tempered(_positions(zs, mask), tau), dim=-1)
     if teacher.token_topk is not None:
         if tau != 1.0:
             raise DataError(
@@ -193,7 +199,7 @@ def distribution_pair(
             f"teacher logits {tuple(zt.shape)} and student logits {tuple(zs.shape)} differ; the vocabularies "
             "must be the same (see the cross-tokenizer options in docs/lm.md)"
         )
-    return torch.log_softmax(_positions(zt, mask) / tau, dim=-1), log_q
+    return torch.log_softmax(_tempered(_positions(zt, mask), tau), dim=-1), log_q
 
 
 # ------------------------------------------------------------------------------------------- terms
