@@ -9,9 +9,14 @@ and padding tokens that carry no loss). Without labels, the shifted ``attention_
 masked positions are replaced by zeros before any softmax, so ``inf``/NaN or garbage there can reach
 neither the value nor the gradient.
 
-Reduction. Each example's value is the mean over its loss positions, the loss the mean over examples (the
-project-wide convention of :mod:`textdistill.losses.base`: gradient accumulation reproduces the full-batch
-loss exactly). An example without loss positions contributes 0.
+Reduction (param ``reduction``). ``sequence`` (default): each example's value is the mean over its loss
+positions, the loss the mean over examples (the project-wide convention of :mod:`textdistill.losses.base`:
+gradient accumulation reproduces the full-batch loss exactly); an example without loss positions contributes
+0. ``token``: the sum over every loss position of the batch divided by their number (TRL's
+``generalized_jsd_loss`` and HF's causal-LM loss; the weighting of the pooled held-out token KL, so long
+sequences weigh more); exact with one micro-batch per step on one process, otherwise each micro-batch's token
+mean is weighted by its share of rows, an approximation (TRL divides by the global token count
+``num_items_in_batch``); a batch without loss positions gives 0.
 
 Teacher-logit store. When the teacher's outputs come from the store, ``teacher.token_topk`` holds the
 top-k log-probabilities and ids per position plus the log of the remaining mass. Both distributions are
@@ -42,6 +47,14 @@ _TEMPERATURE = Param(
     1.0, "softmax temperature tau (a number or a schedule)", kind="schedule", minimum=0.0, strict=True
 )
 _SCALE_T2 = Param(False, "multiply by tau^2 (off: the GKD/TRL convention for LMs)", kind="bool")
+REDUCTIONS = ("sequence", "token")
+_REDUCTION = Param(
+    "sequence",
+    "sequence: mean over each example's tokens, then over examples; token: sum over all loss tokens of the "
+    "batch / their number (TRL's normalisation)",
+    kind="choice",
+    choices=REDUCTIONS,
+)
 
 
 # --------------------------------------------------------------------------------------------- masks
@@ -73,14 +86,23 @@ def shifted_loss_mask(batch: dict[str, torch.Tensor], batch_size: int, length: i
     return torch.ones(batch_size, length - 1, dtype=torch.bool, device=device)
 
 
-def masked_token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over examples of each example's mean over its masked-in positions.
+def masked_token_mean(values: torch.Tensor, mask: torch.Tensor, reduction: str = "sequence") -> torch.Tensor:
+    """Masked mean of per-position losses.
 
     Args:
         values: ``(B, T)`` per-position losses (anything at masked-out positions, NaN included).
         mask: ``(B, T)`` bool.
+        reduction: ``sequence``: mean over examples of each example's mean over its masked-in positions;
+            ``token``: sum over all masked-in positions / their number (0 when there are none).
+
+    Raises:
+        ValueError: an unknown reduction.
     """
     kept = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device))
+    if reduction == "token":
+        return kept.sum() / mask.sum().clamp_min(1).to(values.dtype)
+    if reduction != "sequence":
+        raise ValueError(f"reduction {reduction!r} is not valid; choose one of {', '.join(REDUCTIONS)}")
     per_example = kept.sum(-1) / mask.sum(-1).clamp_min(1).to(values.dtype)
     return per_example.mean()
 
@@ -207,7 +229,7 @@ class _TokenDivergence(LossTerm):
     """Shared shape of the LM terms: pick positions, build distributions, apply :meth:`divergence`."""
 
     needs = frozenset({LOGITS})
-    PARAMS: dict[str, Param] = {"temperature": _TEMPERATURE, "scale_t2": _SCALE_T2}
+    PARAMS: dict[str, Param] = {"temperature": _TEMPERATURE, "scale_t2": _SCALE_T2, "reduction": _REDUCTION}
 
     @classmethod
     def extra_problems(
@@ -240,7 +262,7 @@ class _TokenDivergence(LossTerm):
         mask = shifted_loss_mask(batch, b, length, student.logits.device)
         tau = self.value("temperature", progress)
         log_p, log_q = distribution_pair(student, teacher, mask, tau)
-        loss = masked_token_mean(self.divergence(log_p, log_q), mask)
+        loss = masked_token_mean(self.divergence(log_p, log_q), mask, self.params["reduction"])
         return loss * tau**2 if self.params["scale_t2"] else loss
 
 
@@ -346,12 +368,12 @@ class LMHardCE(LossTerm):
     """Next-token cross-entropy on the data (the supervised LM loss; needs no teacher).
 
     ``loss = mean_b mean_{t: labels[b, t+1] != -100} -log q(labels[b, t+1] | t)``, the same per-example
-    reduction as the distillation terms.
+    reduction as the distillation terms; ``reduction: token`` gives HF's per-token mean instead.
     """
 
     name = "lm_ce"
     needs_teacher = False
-    PARAMS: dict[str, Param] = {}
+    PARAMS: dict[str, Param] = {"reduction": _REDUCTION}
 
     def compute(self, student: ModelOutputs, teacher, batch: dict, progress: float) -> torch.Tensor:
         labels = batch.get("labels")
@@ -365,4 +387,4 @@ class LMHardCE(LossTerm):
         log_q = torch.log_softmax(_positions(zs, mask), dim=-1)
         target = torch.where(mask, labels[:, 1:].to(zs.device), 0).long()
         nll = -log_q.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        return masked_token_mean(nll, mask)
+        return masked_token_mean(nll, mask, self.params["reduction"])
