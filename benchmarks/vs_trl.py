@@ -27,8 +27,9 @@ steps, batch size, AdamW (betas 0.9/0.999, eps 1e-8, weight decay 0), learning r
 * ``trl_default`` (only when asked for): ``trl`` with TRL's own default ``gradient_checkpointing=True``
   (``trl`` turns it off, as textdistill does not recompute activations).
 
-Loss normalisation differs and is not changed: TRL averages over all loss tokens of a batch, textdistill
-averages per example, then over examples. Every student is then evaluated by the same code
+Loss normalisation: TRL averages over all loss tokens of a batch; textdistill's default averages per example,
+then over examples. ``--objective '[{"name": "lm_kl", "params": {"reduction": "token"}}]'`` gives textdistill
+TRL's per-token normalisation (docs/lm.md, "Per-token reduction"). Every student is then evaluated by the same code
 (``textdistill.evaluation.lm_metrics.evaluate_lm``, fp32, live teacher, full vocabulary): held-out
 perplexity, token-level KL to the teacher, top-1 agreement. Partial results are written after every run.
 
