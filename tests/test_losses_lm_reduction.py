@@ -13,7 +13,7 @@ import torch
 
 from textdistill.errors import ConfigError
 from textdistill.losses import LOSSES
-from textdistill.losses.lm import masked_token_mean
+from textdistill.losses.lm import GLOBAL_LOSS_TOKENS, global_loss_tokens, masked_token_mean
 from textdistill.models.outputs import LOGITS, ModelInfo, ModelOutputs, TokenTopK
 
 B, L, V = 3, 7, 13
@@ -147,3 +147,33 @@ def test_no_loss_positions_gives_zero_and_bad_reduction_is_refused():
         term("lm_ce", {"reduction": "mean"})
     with pytest.raises(ValueError, match="choose one of"):
         masked_token_mean(values, torch.ones(1, 2, dtype=torch.bool), "batch")
+
+
+def test_micro_batches_with_global_count_add_up_to_the_token_mean():
+    """Row-share-weighted micro-batch losses equal the full batch's token mean given the global count."""
+    zs, zt, labels = make(4)
+    full = {"labels": labels}
+    tokens = global_loss_tokens({"input_ids": torch.zeros(B, L, dtype=torch.long), **full})
+    assert tokens == (int((labels[:, 1:] != -100).sum()), B)
+    ref = per_token(per_position("lm_kl", zs, zt, labels))
+    lm_kl = term("lm_kl", {"reduction": "token"})
+    parts = [slice(0, 1), slice(1, 3)]
+
+    def accumulated(key: bool) -> float:
+        total = 0.0
+        for rows in parts:
+            batch = {"labels": labels[rows]} | ({GLOBAL_LOSS_TOKENS: tokens} if key else {})
+            value = lm_kl(ModelOutputs(zs[rows]), ModelOutputs(zt[rows]), batch).item()
+            total += value * (rows.stop - rows.start) / B
+        return total
+
+    assert accumulated(True) == pytest.approx(ref, rel=1e-5)
+    assert abs(accumulated(False) - ref) > 1e-4 * ref  # each micro-batch's own count would not be exact
+    assert global_loss_tokens({"input_ids": torch.zeros(B, L), "labels": torch.zeros(B)}) is None
+    # the whole batch as its own global batch: exactly its own count; no loss positions at all: 0
+    own = term("lm_kl", {"reduction": "token"})(ModelOutputs(zs), ModelOutputs(zt), full).item()
+    assert lm_kl(ModelOutputs(zs), ModelOutputs(zt), full | {GLOBAL_LOSS_TOKENS: tokens}).item() == own
+    none = torch.full_like(labels, -100)
+    assert (
+        lm_kl(ModelOutputs(zs), ModelOutputs(zt), {"labels": none, GLOBAL_LOSS_TOKENS: (0, B)}).item() == 0.0
+    )

@@ -14,9 +14,12 @@ positions, the loss the mean over examples (the project-wide convention of :mod:
 gradient accumulation reproduces the full-batch loss exactly); an example without loss positions contributes
 0. ``token``: the sum over every loss position of the batch divided by their number (TRL's
 ``generalized_jsd_loss`` and HF's causal-LM loss; the weighting of the pooled held-out token KL, so long
-sequences weigh more); exact with one micro-batch per step on one process, otherwise each micro-batch's token
-mean is weighted by its share of rows, an approximation (TRL divides by the global token count
-``num_items_in_batch``); a batch without loss positions gives 0.
+sequences weigh more). Exact under gradient accumulation and across processes too: the distiller puts
+:data:`GLOBAL_LOSS_TOKENS` (loss positions ``T`` and rows ``N`` of the whole global batch,
+:func:`global_loss_tokens`) into every micro-batch, and a micro-batch of ``b`` rows divides its sum by
+``T b / N``, so the row-share-weighted micro-batch losses add up to ``sum / number of loss positions`` of the global batch (TRL's
+``num_items_in_batch``). Without the key (evaluation, direct calls) the batch's own count is used. A batch
+without loss positions gives 0.
 
 Teacher-logit store. When the teacher's outputs come from the store, ``teacher.token_topk`` holds the
 top-k log-probabilities and ids per position plus the log of the remaining mass. Both distributions are
@@ -48,6 +51,8 @@ _TEMPERATURE = Param(
 )
 _SCALE_T2 = Param(False, "multiply by tau^2 (off: the GKD/TRL convention for LMs)", kind="bool")
 REDUCTIONS = ("sequence", "token")
+# Batch key set by the distiller: (loss positions, rows) of the whole global batch, Python ints.
+GLOBAL_LOSS_TOKENS = "lm_global_loss_tokens"
 _REDUCTION = Param(
     "sequence",
     "sequence: mean over each example's tokens, then over examples; token: sum over all loss tokens of the "
@@ -86,7 +91,28 @@ def shifted_loss_mask(batch: dict[str, torch.Tensor], batch_size: int, length: i
     return torch.ones(batch_size, length - 1, dtype=torch.bool, device=device)
 
 
-def masked_token_mean(values: torch.Tensor, mask: torch.Tensor, reduction: str = "sequence") -> torch.Tensor:
+def global_loss_tokens(batch: dict[str, Any]) -> tuple[int, int] | None:
+    """``(loss positions, rows)`` of a ``(B, L)`` token batch (see :func:`shifted_loss_mask`); None for others.
+
+    The distiller computes it on the global batch and hands it to every micro-batch as
+    :data:`GLOBAL_LOSS_TOKENS`, which makes ``reduction: token`` exact under gradient accumulation.
+    """
+    ids = batch.get("input_ids")
+    if not torch.is_tensor(ids) or ids.dim() != 2 or ids.shape[0] == 0 or ids.shape[1] < 2:
+        return None
+    try:
+        mask = shifted_loss_mask(batch, ids.shape[0], ids.shape[1], ids.device)
+    except DataError:  # not a causal-LM batch (e.g. one label per row)
+        return None
+    return int(mask.sum()), int(ids.shape[0])
+
+
+def masked_token_mean(
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    reduction: str = "sequence",
+    global_tokens: tuple[int, int] | None = None,
+) -> torch.Tensor:
     """Masked mean of per-position losses.
 
     Args:
@@ -94,13 +120,19 @@ def masked_token_mean(values: torch.Tensor, mask: torch.Tensor, reduction: str =
         mask: ``(B, T)`` bool.
         reduction: ``sequence``: mean over examples of each example's mean over its masked-in positions;
             ``token``: sum over all masked-in positions / their number (0 when there are none).
+        global_tokens: ``token`` only: ``(T, N)``, the loss positions and rows of the global batch this one
+            is a micro-batch of; the sum is divided by ``T B / N`` instead of the batch's own count, so the
+            micro-batches weighted by their share of rows ``B / N`` add up to the global token mean.
 
     Raises:
         ValueError: an unknown reduction.
     """
     kept = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device))
     if reduction == "token":
-        return kept.sum() / mask.sum().clamp_min(1).to(values.dtype)
+        if global_tokens is None:
+            return kept.sum() / mask.sum().clamp_min(1).to(values.dtype)
+        tokens, rows = global_tokens
+        return kept.sum() * 0.0 if tokens == 0 else kept.sum() / (tokens * mask.shape[0] / rows)
     if reduction != "sequence":
         raise ValueError(f"reduction {reduction!r} is not valid; choose one of {', '.join(REDUCTIONS)}")
     per_example = kept.sum(-1) / mask.sum(-1).clamp_min(1).to(values.dtype)
@@ -262,7 +294,8 @@ class _TokenDivergence(LossTerm):
         mask = shifted_loss_mask(batch, b, length, student.logits.device)
         tau = self.value("temperature", progress)
         log_p, log_q = distribution_pair(student, teacher, mask, tau)
-        loss = masked_token_mean(self.divergence(log_p, log_q), mask, self.params["reduction"])
+        values = self.divergence(log_p, log_q)
+        loss = masked_token_mean(values, mask, self.params["reduction"], batch.get(GLOBAL_LOSS_TOKENS))
         return loss * tau**2 if self.params["scale_t2"] else loss
 
 
@@ -387,4 +420,4 @@ class LMHardCE(LossTerm):
         log_q = torch.log_softmax(_positions(zs, mask), dim=-1)
         target = torch.where(mask, labels[:, 1:].to(zs.device), 0).long()
         nll = -log_q.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        return masked_token_mean(nll, mask, self.params["reduction"])
+        return masked_token_mean(nll, mask, self.params["reduction"], batch.get(GLOBAL_LOSS_TOKENS))

@@ -38,6 +38,7 @@ from torch import nn
 
 from textdistill.config.schema import TrainConfig
 from textdistill.errors import TextDistillError
+from textdistill.losses.lm import GLOBAL_LOSS_TOKENS, global_loss_tokens
 from textdistill.models.outputs import FeatureRequest, ModelOutputs, extra_inputs
 from textdistill.training.optim import build_optimizer, build_scheduler
 from textdistill.training.precision import autocast, resolve_precision
@@ -334,6 +335,10 @@ class Distiller:
         local = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in local.items()}
         if local["input_ids"].shape[0] > 0:
             micros = [(m, m["input_ids"].shape[0] / n) for m in split_batch(local, self.cfg.grad_accum)]
+            # Per-token LM losses divide by the global batch's token count (exact accumulation, losses/lm.py).
+            tokens = global_loss_tokens(batch)
+            if tokens is not None:
+                micros = [({**m, GLOBAL_LOSS_TOKENS: tokens}, share) for m, share in micros]
         else:
             # A global batch smaller than the process count leaves this shard empty, but DDP needs a forward
             # and backward from every process: train on one row with weight 0 (zero gradient).
