@@ -20,7 +20,8 @@ Conventions shared by every term (each term's docstring gives its formula):
 * Every term is a mean over the batch rows of a per-example value (MiniLM's per-example normalisation,
   ``batchmean`` for KD). Splitting a batch into micro-batches and weighting each by its share of rows
   (gradient accumulation) therefore reproduces the full-batch loss exactly, whatever the lengths; pooling
-  all tokens of a batch into one mean would not. (``hard_ce`` with ``is_original`` averages over the kept
+  all tokens of a batch into one mean would not (the causal-LM terms' ``reduction: token`` pools, and stays
+  exact through the global token count the distiller passes, see :mod:`textdistill.losses.lm`). (``hard_ce`` with ``is_original`` averages over the kept
   rows, which is exact only when micro-batches keep the same fraction of rows.)
 * Intermediate-layer terms add up their matched layer pairs (TinyBERT's sum) unless
   ``layer_reduction: mean`` is set (pkd's default, as in its release).

@@ -17,9 +17,9 @@ gradient accumulation reproduces the full-batch loss exactly); an example withou
 sequences weigh more). Exact under gradient accumulation and across processes too: the distiller puts
 :data:`GLOBAL_LOSS_TOKENS` (loss positions ``T`` and rows ``N`` of the whole global batch,
 :func:`global_loss_tokens`) into every micro-batch, and a micro-batch of ``b`` rows divides its sum by
-``T b / N``, so the row-share-weighted micro-batch losses add up to ``sum / number of loss positions`` of the global batch (TRL's
-``num_items_in_batch``). Without the key (evaluation, direct calls) the batch's own count is used. A batch
-without loss positions gives 0.
+``T b / N``, so the row-share-weighted micro-batch losses add up to the global batch's sum over its ``T``
+loss positions divided by ``T`` (as TRL's ``num_items_in_batch``). Without the key (evaluation, direct
+calls) the batch's own count is used. A batch without loss positions gives 0.
 
 Teacher-logit store. When the teacher's outputs come from the store, ``teacher.token_topk`` holds the
 top-k log-probabilities and ids per position plus the log of the remaining mass. Both distributions are
@@ -92,7 +92,7 @@ def shifted_loss_mask(batch: dict[str, torch.Tensor], batch_size: int, length: i
 
 
 def global_loss_tokens(batch: dict[str, Any]) -> tuple[int, int] | None:
-    """``(loss positions, rows)`` of a ``(B, L)`` token batch (see :func:`shifted_loss_mask`); None for others.
+    """``(loss positions, rows)`` of a ``(B, L)`` token batch (:func:`shifted_loss_mask`); None for others.
 
     The distiller computes it on the global batch and hands it to every micro-batch as
     :data:`GLOBAL_LOSS_TOKENS`, which makes ``reduction: token`` exact under gradient accumulation.
