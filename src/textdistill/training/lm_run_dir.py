@@ -31,6 +31,7 @@ from textdistill.training.run_dir import (
     package_version,
     prepare_run_dir,
     record_interruption,
+    reopened_run_json,
     resume_command,
 )
 from textdistill.training.signals import graceful_stop
@@ -140,13 +141,7 @@ def open_lm_run(cfg: Config, mode: str, *, resume: bool = False, quiet: bool = F
     resume_from = find_resume_point(cfg, mode) if resume else None
     run_dir = Path(cfg.output_dir)
     if resume_from is not None:
-        run_json = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-        for key in ("error", "ended", "signal", "checkpoint", "resume_command"):
-            run_json.pop(key, None)
-        run_json.update(status="running", environment=environment())
-        run_json.setdefault("resumes", []).append(
-            {"time": time.time(), "from_step": resume_from.step, "checkpoint": str(resume_from.path)}
-        )
+        run_json = reopened_run_json(run_dir, resume_from)
     else:
         run_dir = prepare_run_dir(cfg, starting_over=resume)
         run_json = {

@@ -158,6 +158,18 @@ def find_resume_point(cfg: Config, mode: str) -> Checkpoint | None:
     return ckpt
 
 
+def reopened_run_json(run_dir: Path, resume_from: Checkpoint) -> dict[str, Any]:
+    """run.json of an interrupted run, reopened for ``--resume``: last ending cleared, the resume recorded."""
+    run_json: dict[str, Any] = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    for key in ("error", "ended", "signal", "checkpoint", "resume_command"):
+        run_json.pop(key, None)
+    run_json.update(status="running", environment=environment())
+    run_json.setdefault("resumes", []).append(
+        {"time": time.time(), "from_step": resume_from.step, "checkpoint": str(resume_from.path)}
+    )
+    return run_json
+
+
 def record_interruption(
     distiller: Distiller,
     saver: CheckpointSaver | None,

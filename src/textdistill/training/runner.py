@@ -21,7 +21,6 @@ returns the same metrics.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import dataclass, field, replace
@@ -53,6 +52,7 @@ from textdistill.training.run_dir import (
     package_version,
     prepare_run_dir,
     record_interruption,
+    reopened_run_json,
     resume_command,
     write_run_report,
 )
@@ -328,13 +328,7 @@ def _open_run_dir(run: _Run, data: _Data) -> _Out:
     cfg, resume_from = run.cfg, run.resume_from
     if resume_from is not None:
         run_dir = Path(cfg.output_dir)
-        run_json: dict[str, Any] = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-        for key in ("error", "ended", "signal", "checkpoint", "resume_command"):
-            run_json.pop(key, None)
-        run_json.update(status="running", environment=environment())
-        run_json.setdefault("resumes", []).append(
-            {"time": time.time(), "from_step": resume_from.step, "checkpoint": str(resume_from.path)}
-        )
+        run_json = reopened_run_json(run_dir, resume_from)
     else:
         # resume without a usable checkpoint starts over: empty the directory like overwrite does
         if run.main:
