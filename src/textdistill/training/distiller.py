@@ -277,6 +277,10 @@ class Distiller:
             self.student, self.optimizer, self.scheduler = self.accelerator.prepare(
                 student, optimizer, scheduler
             )
+        # Only per-token LM terms need the global batch's loss-token count (computed per step otherwise).
+        self._count_loss_tokens = any(
+            getattr(term, "params", {}).get("reduction") == "token" for term in objective.terms
+        )
         if hasattr(self.scheduler, "split_batches"):
             # accelerate's default assumes a batch per process (a global batch N times larger) and steps the
             # schedule N times per step; here every process trains on a shard of one global batch.
@@ -336,7 +340,7 @@ class Distiller:
         if local["input_ids"].shape[0] > 0:
             micros = [(m, m["input_ids"].shape[0] / n) for m in split_batch(local, self.cfg.grad_accum)]
             # Per-token LM losses divide by the global batch's token count (exact accumulation, losses/lm.py).
-            tokens = global_loss_tokens(batch)
+            tokens = global_loss_tokens(batch) if self._count_loss_tokens else None
             if tokens is not None:
                 micros = [({**m, GLOBAL_LOSS_TOKENS: tokens}, share) for m, share in micros]
         else:
