@@ -279,7 +279,8 @@ class Distiller:
             )
         # Only per-token LM terms need the global batch's loss-token count (computed per step otherwise).
         self._count_loss_tokens = any(
-            getattr(term, "params", {}).get("reduction") == "token" for term in objective.terms
+            getattr(term, "params", {}).get("reduction") == "token"
+            for term in getattr(objective, "terms", ())
         )
         if hasattr(self.scheduler, "split_batches"):
             # accelerate's default assumes a batch per process (a global batch N times larger) and steps the
