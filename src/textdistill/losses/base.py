@@ -184,6 +184,9 @@ class LossTerm(nn.Module):
         needs_equal_heads: the term compares per-head tensors, so head counts must match.
         needs_classification: the term is undefined for one regression output (``num_labels == 1``).
         compares_logits: the term compares student and teacher logits, so their label counts must match.
+        loss_positions_only: a causal-LM term that reads next-token logits only at the loss positions
+            (:func:`textdistill.losses.lm.loss_rows`); when every logit term says so, the distiller lets the
+            models compute their LM head at those rows only.
         default_layer_strategy: layer-map strategy used when none is configured; None for terms that take
             no layer map.
         PARAMS: the accepted parameters.
@@ -195,6 +198,7 @@ class LossTerm(nn.Module):
     needs_equal_heads: ClassVar[bool] = False
     needs_classification: ClassVar[bool] = False
     compares_logits: ClassVar[bool] = False
+    loss_positions_only: ClassVar[bool] = False
     default_layer_strategy: ClassVar[str | None] = None
     PARAMS: ClassVar[dict[str, Param]] = {}
 

@@ -53,6 +53,8 @@ _SCALE_T2 = Param(False, "multiply by tau^2 (off: the GKD/TRL convention for LMs
 REDUCTIONS = ("sequence", "token")
 # Batch key set by the distiller: (loss positions, rows) of the whole global batch, Python ints.
 GLOBAL_LOSS_TOKENS = "lm_global_loss_tokens"
+# Batch key set by the distiller: (B, L) bool, the rows whose logits the terms read (:func:`loss_rows`).
+LOGIT_ROWS = "lm_logit_rows"
 _REDUCTION = Param(
     "sequence",
     "sequence: mean over each example's tokens, then over examples; token: sum over all loss tokens of the "
@@ -89,6 +91,20 @@ def shifted_loss_mask(batch: dict[str, torch.Tensor], batch_size: int, length: i
         m = mask.to(device).bool()
         return m[:, 1:] & m[:, :-1]
     return torch.ones(batch_size, length - 1, dtype=torch.bool, device=device)
+
+
+def loss_rows(batch: dict[str, Any]) -> torch.Tensor | None:
+    """``(B, L)`` bool: the positions whose next-token logits some loss reads (:func:`shifted_loss_mask`
+    with a False last column), for a model that can compute its head at those rows only; None when the
+    batch is not a ``(B, L)`` token batch."""
+    ids = batch.get("input_ids")
+    if not torch.is_tensor(ids) or ids.dim() != 2 or ids.shape[1] < 2:
+        return None
+    try:
+        mask = shifted_loss_mask(batch, ids.shape[0], ids.shape[1], ids.device)
+    except DataError:
+        return None
+    return torch.cat([mask, mask.new_zeros(ids.shape[0], 1)], dim=1)
 
 
 def global_loss_tokens(batch: dict[str, Any]) -> tuple[int, int] | None:
@@ -205,34 +221,62 @@ def topk_buckets(log_q_full: torch.Tensor, topk: TokenTopK) -> tuple[torch.Tenso
     return _floor(log_p), _floor(log_q)
 
 
-def _positions(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``x[:, :-1]`` with masked-out positions zeroed (so garbage there cannot produce NaN anywhere)."""
-    x = x[:, :-1]
-    keep = mask.reshape(mask.shape + (1,) * (x.dim() - mask.dim()))
-    return torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
+def _at(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x[:, :-1]`` at the loss positions: ``(B, L, ...)`` to ``(N, ...)``, row-major."""
+    return x[:, :-1][mask]
+
+
+def _grid(out: ModelOutputs) -> tuple[int, int]:
+    """``(B, L)`` of the batch behind ``out`` (its logits may hold only chosen rows)."""
+    shape = out.logit_rows.shape if out.logit_rows is not None else out.logits.shape
+    return int(shape[0]), int(shape[1])
+
+
+def logits_at(out: ModelOutputs, mask: torch.Tensor, side: str) -> torch.Tensor:
+    """``(N, V)`` fp32 next-token logits at the ``N`` loss positions ``mask`` (``(B, L - 1)``).
+
+    Raises:
+        DataError: logits that are not ``(B, L, V)`` (or ``(N', V)`` with ``logit_rows``), or rows computed
+            that miss a loss position.
+    """
+    z = as_float(out.logits, side)
+    if out.logit_rows is None:
+        if z.dim() != 3:
+            raise DataError(
+                f"causal-LM losses need (B, L, V) {side} logits, got shape {tuple(z.shape)}; "
+                "for sequence classification use kd_kl"
+            )
+        return _at(z, mask)
+    rows = out.logit_rows.to(mask.device)
+    if z.dim() != 2 or z.shape[0] != int(rows.sum()):
+        raise DataError(
+            f"{side} logits {tuple(z.shape)} do not match logit_rows (expected ({int(rows.sum())}, V))"
+        )
+    if torch.equal(rows[:, :-1], mask) and not bool(rows[:, -1].any()):
+        return z  # the rows are exactly the loss positions (the distiller's case)
+    index = torch.full(rows.shape, -1, dtype=torch.long, device=rows.device)
+    index[rows] = torch.arange(z.shape[0], device=rows.device)
+    wanted = _at(index, mask)
+    if bool((wanted < 0).any()):
+        raise DataError(f"the {side}'s logits were computed at rows that miss loss positions")
+    return z.index_select(0, wanted)
 
 
 def _tempered(z: torch.Tensor, tau: float) -> torch.Tensor:
-    """``z / tau``; ``z`` itself at tau = 1 (a (B, L, V) pass and its backward saved, same values)."""
+    """``z / tau``; ``z`` itself at tau = 1 (a vocabulary-wide pass and its backward saved, same values)."""
     return z if tau == 1.0 else z / tau
 
 
 def distribution_pair(
     student: ModelOutputs, teacher: ModelOutputs, mask: torch.Tensor, tau: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(log p_teacher, log q_student)`` at the loss positions ``[:, :-1]``, over the vocabulary or buckets.
+    """``(log p_teacher, log q_student)``, ``(N, V)`` or ``(N, k + 1)`` buckets at the ``N`` loss positions.
 
     Raises:
         DataError: logits that are not ``(B, L, V)``, vocabularies that differ, a temperature other than 1
             with a top-k store (the tail's split is unknown, so it cannot be re-tempered).
     """
-    zs = as_float(student.logits, "student")
-    if zs.dim() != 3:
-        raise DataError(
-            f"causal-LM losses need (B, L, V) student logits, got shape {tuple(zs.shape)}; "
-            "for sequence classification use kd_kl"
-        )
-    log_q = torch.log_softmax(_tempered(_positions(zs, mask), tau), dim=-1)
+    log_q = torch.log_softmax(_tempered(logits_at(student, mask, "student"), tau), dim=-1)
     if teacher.token_topk is not None:
         if tau != 1.0:
             raise DataError(
@@ -242,18 +286,23 @@ def distribution_pair(
             )
         t = teacher.token_topk
         topk = TokenTopK(
-            _positions(as_float(t.logprobs, "teacher"), mask),
-            _positions(t.ids, mask),
-            _positions(as_float(t.rest_logmass, "teacher"), mask),
+            _at(as_float(t.logprobs, "teacher"), mask),
+            _at(t.ids, mask),
+            _at(as_float(t.rest_logmass, "teacher"), mask),
         )
         return topk_buckets(log_q, topk)
-    zt = as_float(teacher.logits, "teacher")
-    if zt.shape != zs.shape:
+    zt = logits_at(teacher, mask, "teacher")
+    if zt.shape != log_q.shape:
         raise DataError(
-            f"teacher logits {tuple(zt.shape)} and student logits {tuple(zs.shape)} differ; the vocabularies "
-            "must be the same (see the cross-tokenizer options in docs/lm.md)"
+            f"teacher logits over {zt.shape[-1]} tokens and student logits over {log_q.shape[-1]} differ; the "
+            "vocabularies must be the same (see the cross-tokenizer options in docs/lm.md)"
         )
-    return torch.log_softmax(_tempered(_positions(zt, mask), tau), dim=-1), log_q
+    return torch.log_softmax(_tempered(zt, tau), dim=-1), log_q
+
+
+def _spread(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` per-position values back on the ``(B, L - 1)`` grid (0 elsewhere)."""
+    return torch.zeros(mask.shape, dtype=values.dtype, device=values.device).masked_scatter(mask, values)
 
 
 # ------------------------------------------------------------------------------------------- terms
@@ -261,6 +310,7 @@ class _TokenDivergence(LossTerm):
     """Shared shape of the LM terms: pick positions, build distributions, apply :meth:`divergence`."""
 
     needs = frozenset({LOGITS})
+    loss_positions_only = True
     PARAMS: dict[str, Param] = {"temperature": _TEMPERATURE, "scale_t2": _SCALE_T2, "reduction": _REDUCTION}
 
     @classmethod
@@ -290,11 +340,11 @@ class _TokenDivergence(LossTerm):
     def compute(
         self, student: ModelOutputs, teacher: ModelOutputs, batch: dict, progress: float
     ) -> torch.Tensor:
-        b, length = student.logits.shape[0], student.logits.shape[1]
+        b, length = _grid(student)
         mask = shifted_loss_mask(batch, b, length, student.logits.device)
         tau = self.value("temperature", progress)
         log_p, log_q = distribution_pair(student, teacher, mask, tau)
-        values = self.divergence(log_p, log_q)
+        values = _spread(self.divergence(log_p, log_q), mask)
         loss = masked_token_mean(values, mask, self.params["reduction"], batch.get(GLOBAL_LOSS_TOKENS))
         return loss * tau**2 if self.params["scale_t2"] else loss
 
@@ -406,6 +456,7 @@ class LMHardCE(LossTerm):
 
     name = "lm_ce"
     needs_teacher = False
+    loss_positions_only = True
     PARAMS: dict[str, Param] = {"reduction": _REDUCTION}
 
     def compute(self, student: ModelOutputs, teacher, batch: dict, progress: float) -> torch.Tensor:
@@ -414,10 +465,9 @@ class LMHardCE(LossTerm):
             raise DataError(
                 "lm_ce needs token labels (B, L) in the batch (input_ids with -100 where no loss)"
             )
-        zs = as_float(student.logits, "student")
-        b, length = zs.shape[0], zs.shape[1]
-        mask = shifted_loss_mask(batch, b, length, zs.device)
-        log_q = torch.log_softmax(_positions(zs, mask), dim=-1)
-        target = torch.where(mask, labels[:, 1:].to(zs.device), 0).long()
-        nll = -log_q.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        b, length = _grid(student)
+        mask = shifted_loss_mask(batch, b, length, student.logits.device)
+        log_q = torch.log_softmax(logits_at(student, mask, "student"), dim=-1)
+        target = labels[:, 1:].to(mask.device)[mask].long()
+        nll = _spread(-log_q.gather(-1, target.unsqueeze(-1)).squeeze(-1), mask)
         return masked_token_mean(nll, mask, self.params["reduction"], batch.get(GLOBAL_LOSS_TOKENS))

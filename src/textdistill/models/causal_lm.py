@@ -44,6 +44,13 @@ class HFCausalLM(HFWrapper):
         model: the transformers model; kept as ``.model`` (saved as is).
     """
 
+    # Takes ``logit_rows`` (the distiller passes it when every logit term reads only the loss positions).
+    accepts_logit_rows = True
+
+    def __init__(self, model: nn.Module):
+        super().__init__(model)
+        self._rows_ok: bool | None = None  # whether the head can run on chosen rows; checked at first use
+
     @property
     def info(self) -> ModelInfo:
         """Static facts about the model."""
@@ -55,15 +62,39 @@ class HFCausalLM(HFWrapper):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
         features: FeatureRequest | None = None,
+        logit_rows: torch.Tensor | None = None,
     ) -> ModelOutputs:
         """Next-token logits ``(B, L, V)`` (position ``t`` predicts token ``t + 1``) and, if asked, hidden states.
 
-        ``token_type_ids`` is accepted for the shared batch format and ignored (decoders have no segments).
+        ``logit_rows`` (``(B, L)`` bool): compute the LM head only where it is True and return ``(N, V)``
+        logits with ``logit_rows`` set (:class:`ModelOutputs`). The head's vocabulary-wide matmul, forward
+        and backward, dominates a small student's step, and the rows a loss never reads (padding, prompts)
+        are often half of a batch; the values are those of the full forward at the kept rows. A model whose
+        head is more than a linear map of the last hidden state (e.g. logit soft-capping) fails the check at
+        first use and gets full logits. ``token_type_ids`` is accepted for the shared batch format and
+        ignored (decoders have no segments).
         """
         request = features or FeatureRequest()
         if request.attentions or request.attention_scores or request.qkv:
             raise ModelError(
                 "attention features are not captured for causal LMs; use logit terms (lm_*) or hidden states"
+            )
+        if logit_rows is not None and self._rows_supported(input_ids, attention_mask):
+            body = self.model.base_model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                output_hidden_states=request.hidden_states,
+                use_cache=False,
+                return_dict=True,
+            )
+            head = self.model.get_output_embeddings()
+            rows = logit_rows.to(device=input_ids.device, dtype=torch.bool)
+            return ModelOutputs(
+                logits=head(body.last_hidden_state[rows]),
+                hidden_states=tuple(body.hidden_states) if request.hidden_states else None,
+                attention_mask=attention_mask,
+                num_heads=int(self.config.num_attention_heads),
+                logit_rows=rows,
             )
         out = self.model(
             input_ids=input_ids,
@@ -78,6 +109,35 @@ class HFCausalLM(HFWrapper):
             attention_mask=attention_mask,
             num_heads=int(self.config.num_attention_heads),
         )
+
+    def _rows_supported(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> bool:
+        """Whether ``head(base_model(x).last_hidden_state)`` equals the model's own logits (checked once, in
+        fp32 and eval mode on the first row; a mismatch falls back to full logits with a warning)."""
+        if self._rows_ok is None:
+            head = self.model.get_output_embeddings()
+            ok = isinstance(head, nn.Linear) and self.model.base_model is not self.model
+            if ok:
+                was_training = self.model.training
+                self.model.eval()
+                try:
+                    with torch.no_grad(), torch.autocast(input_ids.device.type, enabled=False):
+                        x = {
+                            "input_ids": input_ids[:1],
+                            "attention_mask": attention_mask[:1],
+                            "use_cache": False,
+                        }
+                        full = self.model(**x).logits.float()
+                        rows = head(self.model.base_model(**x).last_hidden_state).float()
+                    ok = full.shape == rows.shape and torch.allclose(full, rows, rtol=1e-4, atol=1e-4)
+                finally:
+                    self.model.train(was_training)
+            if not ok:
+                print(
+                    f"textdistill: note: {type(self.model).__name__}'s logits are not a linear head over its last "
+                    "hidden state; the LM head runs on every position (slower, same values)"
+                )
+            self._rows_ok = ok
+        return self._rows_ok
 
 
 def load_causal_lm(

@@ -98,6 +98,9 @@ class ModelOutputs:
         num_heads: attention heads per layer of the model that produced these outputs (None for BiLSTM).
         token_topk: a causal-LM teacher's top-k next-token distributions read from the teacher-logit store
             (then ``logits`` is an empty placeholder); None otherwise.
+        logit_rows: ``(B, L)`` bool when a causal LM computed its next-token logits only where it is True
+            (the loss positions, see :func:`textdistill.losses.lm.loss_rows`): ``logits`` is then ``(N, V)``,
+            one row per True entry in row-major order. None: ``logits`` covers every position.
     """
 
     logits: torch.Tensor
@@ -108,6 +111,7 @@ class ModelOutputs:
     attention_mask: torch.Tensor | None = None
     num_heads: int | None = None
     token_topk: TokenTopK | None = None
+    logit_rows: torch.Tensor | None = None
 
     def float(self) -> ModelOutputs:
         """The same outputs in fp32 (losses are computed in fp32 even when the forward ran under autocast)."""
@@ -126,6 +130,7 @@ class ModelOutputs:
             attention_mask=self.attention_mask,
             num_heads=self.num_heads,
             token_topk=self.token_topk,
+            logit_rows=self.logit_rows,
         )
 
 

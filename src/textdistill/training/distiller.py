@@ -38,8 +38,8 @@ from torch import nn
 
 from textdistill.config.schema import TrainConfig
 from textdistill.errors import TextDistillError
-from textdistill.losses.lm import GLOBAL_LOSS_TOKENS, global_loss_tokens
-from textdistill.models.outputs import FeatureRequest, ModelOutputs, extra_inputs
+from textdistill.losses.lm import GLOBAL_LOSS_TOKENS, LOGIT_ROWS, global_loss_tokens, loss_rows
+from textdistill.models.outputs import LOGITS, FeatureRequest, ModelOutputs, extra_inputs
 from textdistill.training.optim import build_optimizer, build_scheduler
 from textdistill.training.precision import autocast, resolve_precision
 from textdistill.training.schedules import training_progress
@@ -71,13 +71,29 @@ class LiveTeacher:
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> ModelOutputs:
         with torch.no_grad(), autocast(self.device, self.precision):
-            out = self.model(**model_inputs(batch), features=self.request)
+            out = self.model(**model_inputs(batch), **rows_input(self.model, batch), features=self.request)
         return out.float()
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The keys of a batch that models take."""
     return {k: batch[k] for k in MODEL_INPUTS if k in batch}
+
+
+def rows_input(model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """``{"logit_rows": ...}`` when the batch carries the loss rows and the model (through a DDP wrapper)
+    can compute its LM head at those rows only (:class:`~textdistill.models.causal_lm.HFCausalLM`)."""
+    inner = getattr(model, "module", model)
+    if LOGIT_ROWS in batch and getattr(inner, "accepts_logit_rows", False):
+        return {"logit_rows": batch[LOGIT_ROWS]}
+    return {}
+
+
+def reads_loss_positions_only(objective: nn.Module) -> bool:
+    """Whether every logit term of ``objective`` reads next-token logits at the loss positions only
+    (causal-LM terms), so the models need not compute their LM head anywhere else."""
+    terms = [t for t in getattr(objective, "terms", ()) if LOGITS in getattr(t, "needs", ())]
+    return bool(terms) and all(getattr(t, "loss_positions_only", False) for t in terms)
 
 
 def split_batch(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.Tensor]]:
@@ -282,6 +298,8 @@ class Distiller:
             getattr(term, "params", {}).get("reduction") == "token"
             for term in getattr(objective, "terms", ())
         )
+        # Causal-LM terms read logits at the loss positions only: the LM head runs there alone (losses/lm.py).
+        self._logit_rows = reads_loss_positions_only(objective)
         if hasattr(self.scheduler, "split_batches"):
             # accelerate's default assumes a batch per process (a global batch N times larger) and steps the
             # schedule N times per step; here every process trains on a shard of one global batch.
@@ -344,6 +362,8 @@ class Distiller:
             tokens = global_loss_tokens(batch) if self._count_loss_tokens else None
             if tokens is not None:
                 micros = [({**m, GLOBAL_LOSS_TOKENS: tokens}, share) for m, share in micros]
+            if self._logit_rows:
+                micros = [({**m, LOGIT_ROWS: loss_rows(m)}, share) for m, share in micros]
         else:
             # A global batch smaller than the process count leaves this shard empty, but DDP needs a forward
             # and backward from every process: train on one row with weight 0 (zero gradient).
@@ -359,6 +379,7 @@ class Distiller:
                     student_out = self.student(
                         **model_inputs(micro),
                         **extra_inputs(self.student, micro),
+                        **rows_input(self.student, micro),
                         features=self.student_request,
                     )
                 loss, terms = self.objective(student_out.float(), teacher_out, micro, progress)
