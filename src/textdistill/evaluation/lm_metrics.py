@@ -53,7 +53,9 @@ def evaluate_lm(
     student.eval()
     sums = {"student_nll": 0.0, "teacher_nll": 0.0, "kl": 0.0, "agree": 0.0}
     n = 0
+    device = next(student.parameters()).device
     for batch in batches:
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         ids = batch["input_ids"]
         mask = shifted_loss_mask(batch, ids.shape[0], ids.shape[1], ids.device)
         logits = student(ids, batch["attention_mask"]).logits[:, :-1].float()

@@ -264,7 +264,11 @@ def _teacher_sources(run: _LMRun, objective: Any) -> tuple[Any, Any]:
     from textdistill.training.teacher_cache.lm_topk import StoredLMTeacher
 
     def live(model: Any) -> LiveTeacher:
-        return LiveTeacher(model, objective.teacher_request(), "fp32", torch.device("cpu"))
+        # On the training device; in fp32 like the store's build, so a live teacher and a full store agree.
+        from accelerate import PartialState
+
+        device = PartialState().device
+        return LiveTeacher(model.to(device), objective.teacher_request(), "fp32", device)
 
     dev_teacher = StoredLMTeacher(run.stores["dev"]) if run.use_store else run.teacher
     if not run.use_store:

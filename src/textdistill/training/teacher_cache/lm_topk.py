@@ -268,22 +268,28 @@ def _teacher_pass(
     """Top-k of every real position of every row, concatenated in row order."""
     parts: dict[str, list[np.ndarray]] = {"input_ids": [], "ids": [], "logp": [], "rest": [], "target": []}
     lengths = []
+    device = next(teacher.parameters()).device
     for start in range(0, len(rows), batch_size):
         batch = collate(rows[start : start + batch_size])
-        with torch.no_grad():
-            logits = teacher(batch["input_ids"], batch["attention_mask"]).logits
-        logp, ids, rest = topk_of(logits, k)
+        real = batch["attention_mask"].bool()
+        with torch.no_grad():  # the head at real tokens only: padding is a large share of short rows
+            out = teacher(batch["input_ids"].to(device), real.long().to(device), logit_rows=real.to(device))
+        logits = (out.logits if out.logit_rows is not None else out.logits[real.to(device)]).cpu()
+        logp, ids, rest = topk_of(logits, k)  # (T, k) for the batch's T real tokens, row-major
         full = torch.log_softmax(logits.float(), dim=-1)
-        nxt = torch.cat([batch["input_ids"][:, 1:], batch["input_ids"][:, :1]], dim=1)
+        nxt = torch.cat([batch["input_ids"][:, 1:], batch["input_ids"][:, :1]], dim=1)[real]
         target = full.gather(-1, nxt.unsqueeze(-1)).squeeze(-1)
-        for i in range(logits.shape[0]):
-            n = int(batch["attention_mask"][i].sum())
+        offset = 0
+        for i in range(real.shape[0]):
+            n = int(real[i].sum())
             lengths.append(n)
+            rows_i = slice(offset, offset + n)
+            offset += n
             parts["input_ids"].append(batch["input_ids"][i, :n].numpy())
-            parts["ids"].append(ids[i, :n].numpy())
-            parts["logp"].append(logp[i, :n].numpy())
-            parts["rest"].append(rest[i, :n].numpy())
-            t = target[i, :n].clone()
+            parts["ids"].append(ids[rows_i].numpy())
+            parts["logp"].append(logp[rows_i].numpy())
+            parts["rest"].append(rest[rows_i].numpy())
+            t = target[rows_i].clone()
             t[n - 1] = 0.0  # the last real token predicts nothing stored
             parts["target"].append(t.numpy())
     out = {name: np.concatenate(v) for name, v in parts.items()}
