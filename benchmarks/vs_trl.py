@@ -27,9 +27,10 @@ steps, batch size, AdamW (betas 0.9/0.999, eps 1e-8, weight decay 0), learning r
 * ``trl_default`` (only when asked for): ``trl`` with TRL's own default ``gradient_checkpointing=True``
   (``trl`` turns it off, as textdistill does not recompute activations).
 
-Loss normalisation: TRL averages over all loss tokens of a batch; textdistill's default averages per example,
-then over examples. ``--objective '[{"name": "lm_kl", "params": {"reduction": "token"}}]'`` gives textdistill
-TRL's per-token normalisation (docs/lm.md, "Per-token reduction"). Every student is then evaluated by the same code
+Loss normalisation: TRL averages over all loss tokens of a batch; so do this script's textdistill objectives
+(``reduction: token`` on every term, the defaults of ``--objective`` and ``--mix-objective``). textdistill's own
+default averages per example, then over examples: pass ``--objective '[{"name": "lm_kl"}]'`` for it
+(docs/lm.md, "Per-token reduction"). Every student is then evaluated by the same code
 (``textdistill.evaluation.lm_metrics.evaluate_lm``, fp32, live teacher, full vocabulary): held-out
 perplexity, token-level KL to the teacher, top-1 agreement. Partial results are written after every run.
 
@@ -391,10 +392,15 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--warmup", type=int, default=12)
     p.add_argument("--k", type=int, default=1000)
-    p.add_argument("--objective", default='[{"name": "lm_kl"}]', help="JSON list of textdistill terms")
+    token = {"params": {"reduction": "token"}}  # TRL's per-token normalisation
+    p.add_argument(
+        "--objective", default=json.dumps([{"name": "lm_kl", **token}]), help="JSON list of textdistill terms"
+    )
     p.add_argument(
         "--mix-objective",
-        default='[{"name": "lm_kl", "weight": 0.5}, {"name": "lm_ce", "weight": 0.5}]',
+        default=json.dumps(
+            [{"name": "lm_kl", "weight": 0.5, **token}, {"name": "lm_ce", "weight": 0.5, **token}]
+        ),
         help="JSON list of textdistill terms for td_mix",
     )
     p.add_argument("--seed", type=int, default=42)
