@@ -102,7 +102,7 @@ def loss_rows(batch: dict[str, Any]) -> torch.Tensor | None:
         return None
     try:
         mask = shifted_loss_mask(batch, ids.shape[0], ids.shape[1], ids.device)
-    except DataError:
+    except DataError:  # not a causal-LM batch (e.g. one label per row)
         return None
     return torch.cat([mask, mask.new_zeros(ids.shape[0], 1)], dim=1)
 
@@ -113,14 +113,10 @@ def global_loss_tokens(batch: dict[str, Any]) -> tuple[int, int] | None:
     The distiller computes it on the global batch and hands it to every micro-batch as
     :data:`GLOBAL_LOSS_TOKENS`, which makes ``reduction: token`` exact under gradient accumulation.
     """
-    ids = batch.get("input_ids")
-    if not torch.is_tensor(ids) or ids.dim() != 2 or ids.shape[0] == 0 or ids.shape[1] < 2:
+    rows = loss_rows(batch)
+    if rows is None or rows.shape[0] == 0:
         return None
-    try:
-        mask = shifted_loss_mask(batch, ids.shape[0], ids.shape[1], ids.device)
-    except DataError:  # not a causal-LM batch (e.g. one label per row)
-        return None
-    return int(mask.sum()), int(ids.shape[0])
+    return int(rows.sum()), int(rows.shape[0])
 
 
 def masked_token_mean(

@@ -79,35 +79,26 @@ class HFCausalLM(HFWrapper):
             raise ModelError(
                 "attention features are not captured for causal LMs; use logit terms (lm_*) or hidden states"
             )
+        inputs = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "use_cache": False,
+            "return_dict": True,
+        }
+        rows = None
         if logit_rows is not None and self._rows_supported(input_ids, attention_mask):
-            body = self.model.base_model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                output_hidden_states=request.hidden_states,
-                use_cache=False,
-                return_dict=True,
-            )
-            head = self.model.get_output_embeddings()
             rows = logit_rows.to(device=input_ids.device, dtype=torch.bool)
-            return ModelOutputs(
-                logits=head(body.last_hidden_state[rows]),
-                hidden_states=tuple(body.hidden_states) if request.hidden_states else None,
-                attention_mask=attention_mask,
-                num_heads=int(self.config.num_attention_heads),
-                logit_rows=rows,
-            )
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            output_hidden_states=request.hidden_states,
-            use_cache=False,
-            return_dict=True,
-        )
+            out = self.model.base_model(**inputs, output_hidden_states=request.hidden_states)
+            logits = self.model.get_output_embeddings()(out.last_hidden_state[rows])
+        else:
+            out = self.model(**inputs, output_hidden_states=request.hidden_states)
+            logits = out.logits
         return ModelOutputs(
-            logits=out.logits,
+            logits=logits,
             hidden_states=tuple(out.hidden_states) if request.hidden_states else None,
             attention_mask=attention_mask,
             num_heads=int(self.config.num_attention_heads),
+            logit_rows=rows,
         )
 
     def _rows_supported(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> bool:

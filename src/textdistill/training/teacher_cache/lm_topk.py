@@ -272,9 +272,10 @@ def _teacher_pass(
     for start in range(0, len(rows), batch_size):
         batch = collate(rows[start : start + batch_size])
         real = batch["attention_mask"].bool()
+        on_device = real.to(device)
         with torch.no_grad():  # the head at real tokens only: padding is a large share of short rows
-            out = teacher(batch["input_ids"].to(device), real.long().to(device), logit_rows=real.to(device))
-        logits = (out.logits if out.logit_rows is not None else out.logits[real.to(device)]).cpu()
+            out = teacher(batch["input_ids"].to(device), on_device.long(), logit_rows=on_device)
+        logits = (out.logits if out.logit_rows is not None else out.logits[on_device]).cpu()
         logp, ids, rest = topk_of(logits, k)  # (T, k) for the batch's T real tokens, row-major
         full = torch.log_softmax(logits.float(), dim=-1)
         nxt = torch.cat([batch["input_ids"][:, 1:], batch["input_ids"][:, :1]], dim=1)[real]
